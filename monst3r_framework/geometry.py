@@ -1,0 +1,46 @@
+"""Small numpy geometry helpers shared by the core, exporters and tests (conventions: see stages.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pixel_grid(h: int, w: int) -> np.ndarray:
+    """(H, W, 2) float64 pixel centres (x, y)."""
+    ys, xs = np.mgrid[0:h, 0:w]
+    return np.stack([xs, ys], axis=-1).astype(np.float64)
+
+
+def depth_to_cam_points(depth: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
+    """Back-project z-depth to camera points.
+
+    Args:
+        depth: (F, H, W) z-depth.
+        intrinsics: (F, 3, 3) pixel intrinsics.
+    Returns:
+        (F, H, W, 3) float32 points in each camera frame.
+    """
+    depth = np.asarray(depth, np.float64)
+    k = np.asarray(intrinsics, np.float64)
+    f, h, w = depth.shape
+    grid = pixel_grid(h, w)
+    fx, fy = k[:, 0, 0, None, None], k[:, 1, 1, None, None]
+    cx, cy = k[:, 0, 2, None, None], k[:, 1, 2, None, None]
+    x = (grid[None, ..., 0] - cx) / fx * depth
+    y = (grid[None, ..., 1] - cy) / fy * depth
+    return np.stack([x, y, depth], axis=-1).astype(np.float32)
+
+
+def transform_points(world_from_cam: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Apply (F, 4, 4) transforms to (F, ..., 3) points."""
+    t = np.asarray(world_from_cam, np.float64)
+    p = np.asarray(pts, np.float64)
+    shape = p.shape
+    flat = p.reshape(shape[0], -1, 3)
+    out = flat @ np.swapaxes(t[:, :3, :3], 1, 2) + t[:, None, :3, 3]
+    return out.reshape(shape)
+
+
+def depth_to_world_points(depth: np.ndarray, intrinsics: np.ndarray, world_from_cam: np.ndarray) -> np.ndarray:
+    """(F, H, W) depth + (F, 3, 3) K + (F, 4, 4) cam-to-world -> (F, H, W, 3) float32 world points."""
+    return transform_points(world_from_cam, depth_to_cam_points(depth, intrinsics)).astype(np.float32)

@@ -1,0 +1,481 @@
+"""Stage interfaces: the typed records that cross stage boundaries and one base class per stage kind.
+
+Conventions (stated once, used everywhere):
+
+* Cameras are OpenCV: x right, y down, z forward. Poses are **camera-to-world** 4x4 float64 matrices
+  named ``world_from_cam``; a point ``X_cam`` maps to ``world_from_cam @ [X_cam, 1]``.
+* Pixel coordinates are ``(x, y)`` = (column, row); integer coordinates are pixel centres.
+* Depth is the z coordinate in the camera frame (not the ray length).
+* Intrinsics are 3x3 pixel matrices at **network resolution** (the size of ``FrameSet.rgb``);
+  ``FrameSet.network_from_original`` maps original pixel coordinates to network ones, so
+  ``K_original = inv(network_from_original) @ K_network``.
+* Pair predictions follow DUSt3R: for a directed pair (i, j), both pointmaps are expressed in the
+  camera frame of view i, each at its own time.
+
+Every array field is listed in the record's ``DIMS`` with named axes; the runner checks them with
+:func:`monst3r_framework.checks.check_record` at every stage boundary, and the store writes them with
+those dimension names. Arrays may be numpy arrays or lazy Zarr arrays: both slice the same way, so a
+stage that only needs a window of frames can slice without loading everything.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Generic, Iterator, Literal, Optional, TypeVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+ArrayLike = Any  # numpy.ndarray or zarr.Array; both support shape, dtype, ndim and slicing.
+
+StageKind = Literal[
+    "flow_estimator", "pair_predictor", "pose_solver", "mask_builder", "global_aligner", "exporter"
+]
+#: Execution order of the stage kinds; exporters run last, in recipe order.
+STAGE_KINDS: tuple[StageKind, ...] = (
+    "flow_estimator", "pair_predictor", "pose_solver", "mask_builder", "global_aligner", "exporter"
+)
+#: Kinds a recipe may switch off with ``enabled: false``.
+OPTIONAL_KINDS: frozenset[str] = frozenset({"flow_estimator", "mask_builder", "global_aligner", "exporter"})
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+
+class Record:
+    """Mixin for the frozen dataclasses that cross stage boundaries.
+
+    ``DIMS`` maps every array field to its axis spec (e.g. ``"P H W 3"``); fields not in ``DIMS``
+    are small metadata stored as JSON attributes. Optional array fields may be ``None``.
+    """
+
+    DIMS: ClassVar[dict[str, str]] = {}
+    #: dtype each array is stored with (cast on write); absent -> keep the array's dtype.
+    DTYPES: ClassVar[dict[str, str]] = {}
+
+    def arrays(self) -> dict[str, ArrayLike]:
+        return {k: getattr(self, k) for k in self.DIMS if getattr(self, k) is not None}
+
+    def meta(self) -> dict[str, Any]:
+        out = {}
+        for name in self.__dataclass_fields__:  # type: ignore[attr-defined]
+            if name not in self.DIMS:
+                out[name] = getattr(self, name)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FrameSet(Record):
+    """The input video after preprocessing to network resolution.
+
+    rgb: (F, H, W, 3) uint8, RGB, network resolution (H, W multiples of 16).
+    frame_index: (F,) int64, index of each frame in the original video / sorted image folder.
+    timestamps: (F,) float64, seconds from the start of the video (frame_index / fps for folders).
+    original_hw: (height, width) of the original frames.
+    network_from_original: 3x3 affine (nested lists) mapping original pixel (x, y, 1) to network pixels.
+    source: the input path or URL, for provenance.
+    """
+
+    DIMS: ClassVar[dict[str, str]] = {"rgb": "F H W 3", "frame_index": "F", "timestamps": "F"}
+    rgb: ArrayLike
+    frame_index: ArrayLike
+    timestamps: ArrayLike
+    original_hw: tuple[int, int]
+    network_from_original: tuple[tuple[float, float, float], ...]
+    source: str = ""
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        return int(self.rgb.shape[1]), int(self.rgb.shape[2])
+
+    def original_from_network(self) -> np.ndarray:
+        """(3, 3) float64 affine mapping network pixels back to original pixels."""
+        return np.linalg.inv(np.asarray(self.network_from_original, dtype=np.float64))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PairPredictions(Record):
+    """Pointmaps for each directed pair (i, j), both in the camera frame of view i.
+
+    pairs: (P, 2) int64, frame indices (i, j) into the FrameSet.
+    pts3d_i: (P, H, W, 3) float32, view i's pointmap in camera i (at time i).
+    pts3d_j: (P, H, W, 3) float32, view j's pointmap in camera i (at time j).
+    conf_i, conf_j: (P, H, W) float32, confidences (>= 1 for MonST3R/DUSt3R; > 0 in general).
+    """
+
+    DIMS: ClassVar[dict[str, str]] = {
+        "pairs": "P 2", "pts3d_i": "P H W 3", "pts3d_j": "P H W 3", "conf_i": "P H W", "conf_j": "P H W",
+    }
+    pairs: ArrayLike
+    pts3d_i: ArrayLike
+    pts3d_j: ArrayLike
+    conf_i: ArrayLike
+    conf_j: ArrayLike
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FlowField(Record):
+    """Optical flow for each pair edge, in both directions.
+
+    pairs: (P, 2) int64, frame indices (i, j).
+    flow_ij: (P, H, W, 2) float32, displacement in pixels (dx, dy) taking pixel (x, y) of frame i to frame j.
+    flow_ji: (P, H, W, 2) float32, the same from frame j to frame i.
+    uncertainty_ij, uncertainty_ji: optional (P, H, W) float32, per-pixel uncertainty (larger = less
+        reliable; e.g. SEA-RAFT's predicted scale), a ground-truth-free quality signal.
+    """
+
+    DIMS: ClassVar[dict[str, str]] = {
+        "pairs": "P 2", "flow_ij": "P H W 2", "flow_ji": "P H W 2",
+        "uncertainty_ij": "P H W", "uncertainty_ji": "P H W",
+    }
+    pairs: ArrayLike
+    flow_ij: ArrayLike
+    flow_ji: ArrayLike
+    uncertainty_ij: Optional[ArrayLike] = None
+    uncertainty_ji: Optional[ArrayLike] = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CameraTrajectory(Record):
+    """Per-frame cameras and depth, e.g. the pose solver's initialisation.
+
+    world_from_cam: (F, 4, 4) float64, camera-to-world, OpenCV axes.
+    intrinsics: (F, 3, 3) float64, pixel intrinsics at network resolution.
+    depth: (F, H, W) float32, z-depth in each frame's camera, same scale as the translations.
+    conf: (F, H, W) float32, per-pixel confidence of that depth (MonST3R's ``init_conf``).
+    """
+
+    DIMS: ClassVar[dict[str, str]] = {
+        "world_from_cam": "F 4 4", "intrinsics": "F 3 3", "depth": "F H W", "conf": "F H W",
+    }
+    DTYPES: ClassVar[dict[str, str]] = {"world_from_cam": "float64", "intrinsics": "float64"}
+    world_from_cam: ArrayLike
+    intrinsics: ArrayLike
+    depth: ArrayLike
+    conf: ArrayLike
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DynamicMasks(Record):
+    """Per-frame static/dynamic segmentation.
+
+    dynamic: (F, H, W) bool, True where the pixel belongs to an independently moving object.
+    error: optional (F, H, W) float32 in [0, 1], the per-pixel evidence the mask was thresholded
+        from (e.g. normalised flow residual), a ground-truth-free quality signal.
+    source: "flow", "user", "sam2", ... (how the mask was made; exporters dilate user masks more).
+    """
+
+    DIMS: ClassVar[dict[str, str]] = {"dynamic": "F H W", "error": "F H W"}
+    dynamic: ArrayLike
+    error: Optional[ArrayLike] = None
+    source: str = "flow"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reconstruction(Record):
+    """The final 4D reconstruction (global aligner output, or the initialisation when it is off).
+
+    world_from_cam: (F, 4, 4) float64, camera-to-world.
+    intrinsics: (F, 3, 3) float64, network resolution.
+    intrinsics_original: (F, 3, 3) float64, the same cameras at the original resolution.
+    depth: (F, H, W) float32, z-depth.
+    conf: (F, H, W) float32, per-pixel confidence.
+    pts3d_world: (F, H, W, 3) float32, each frame's pointmap in the world frame, at its own time.
+    dynamic: (F, H, W) bool, the dynamic mask used (all False when none).
+    loss_history: optional (I, T) float32, per-iteration value of each loss term (``loss_names``).
+    """
+
+    DIMS: ClassVar[dict[str, str]] = {
+        "world_from_cam": "F 4 4", "intrinsics": "F 3 3", "intrinsics_original": "F 3 3",
+        "depth": "F H W", "conf": "F H W", "pts3d_world": "F H W 3", "dynamic": "F H W",
+        "loss_history": "I T",
+    }
+    DTYPES: ClassVar[dict[str, str]] = {
+        "world_from_cam": "float64", "intrinsics": "float64", "intrinsics_original": "float64",
+    }
+    world_from_cam: ArrayLike
+    intrinsics: ArrayLike
+    intrinsics_original: ArrayLike
+    depth: ArrayLike
+    conf: ArrayLike
+    pts3d_world: ArrayLike
+    dynamic: ArrayLike
+    loss_history: Optional[ArrayLike] = None
+    loss_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExportResult(Record):
+    """Files an exporter wrote, relative to its output folder."""
+
+    files: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# Stage inputs (what the runner hands to ``Stage.run``)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FlowInputs:
+    """frames: the video; pairs: (P, 2) int64 edges of the recipe's scene graph (directed, i != j)."""
+
+    frames: FrameSet
+    pairs: np.ndarray
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PairInputs:
+    """frames, pairs (P, 2) int64 directed; flow only for predictors that declare ``reads`` flow."""
+
+    frames: FrameSet
+    pairs: np.ndarray
+    flow: Optional[FlowField] = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PoseInputs:
+    frames: FrameSet
+    predictions: PairPredictions
+    flow: Optional[FlowField] = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MaskInputs:
+    frames: FrameSet
+    predictions: Optional[PairPredictions] = None
+    cameras: Optional[CameraTrajectory] = None
+    flow: Optional[FlowField] = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AlignerInputs:
+    frames: FrameSet
+    predictions: PairPredictions
+    init: CameraTrajectory
+    flow: Optional[FlowField] = None
+    masks: Optional[DynamicMasks] = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExportInputs:
+    """Everything an exporter may write. ``out_dir`` is the exporter's own folder (created)."""
+
+    frames: FrameSet
+    reconstruction: Reconstruction
+    out_dir: Path
+    init: Optional[CameraTrajectory] = None
+    masks: Optional[DynamicMasks] = None
+    predictions: Optional[PairPredictions] = None
+    run_info: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Configs, context, base classes
+# --------------------------------------------------------------------------------------------
+
+
+class StageConfig(BaseModel):
+    """Base of every stage's config. Subclasses add ``type: Literal["name"] = "name"`` and fields
+    with defaults, descriptions and bounds. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Progress:
+    def __init__(self, update: Callable[[int], None]) -> None:
+        self._update = update
+
+    def advance(self, n: int = 1) -> None:
+        self._update(n)
+
+
+@dataclass(kw_only=True)
+class RunContext:
+    """What a stage may use besides its inputs.
+
+    device: torch device string chosen for the run ("cpu", "cuda", "cuda:1").
+    workspace: a Zarr group owned by this stage invocation (same key), kept across interrupted
+        runs, so a stage can write partial results and resume (e.g. per pair, with a ``done`` array).
+        Final outputs are written by the runner from the returned record.
+    progress_factory: callable(total, description) -> context manager yielding a progress handle.
+    log: callable(str) for one-line messages.
+    seed: the recipe's random seed.
+    """
+
+    device: str = "cpu"
+    workspace: Any = None
+    progress_factory: Optional[Callable[[int, str], Any]] = None
+    log: Callable[[str], None] = lambda msg: None
+    seed: int = 0
+    stage_label: str = ""
+
+    @contextmanager
+    def progress(self, total: int, description: str = "") -> Iterator[_Progress]:
+        """``with ctx.progress(n, "decoding pairs") as p: ... p.advance()``."""
+        if self.progress_factory is None:
+            yield _Progress(lambda n: None)
+            return
+        with self.progress_factory(total, description or self.stage_label) as handle:
+            yield handle
+
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class Stage(ABC, Generic[In, Out]):
+    """One implementation of one stage kind.
+
+    Class attributes:
+        kind: the stage kind it implements.
+        name: the recipe's ``type:`` value (snake_case, names the method).
+        version: bump when outputs change for the same config (invalidates cached results).
+        config_model: the pydantic config class (a ``StageConfig`` subclass with a ``type`` Literal).
+        reads: optional upstream kinds whose outputs this stage reads; only those are handed to
+            ``run`` and only their keys enter this stage's cache key.
+        output_record: the record class ``run`` returns.
+    """
+
+    kind: ClassVar[StageKind]
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    config_model: ClassVar[type[StageConfig]]
+    reads: ClassVar[frozenset[str]] = frozenset()
+    output_record: ClassVar[type[Record]]
+
+    def __init__(self, config: StageConfig) -> None:
+        self.config = config
+
+    def setup(self, ctx: RunContext) -> None:
+        """Load weights and import heavy libraries here, never at module import."""
+
+    @abstractmethod
+    def run(self, inputs: In, ctx: RunContext) -> Out:
+        """Compute the stage's output record from its inputs."""
+
+
+class FlowEstimator(Stage[FlowInputs, FlowField]):
+    """Reads frames/rgb and the pair graph; writes flow_ij, flow_ji (+ optional uncertainties).
+
+    Subclasses usually only implement :meth:`estimate` (a batch of image pairs -> flow); the
+    default :meth:`run` batches every edge in both directions and reports progress.
+    """
+
+    kind: ClassVar[StageKind] = "flow_estimator"
+    output_record = FlowField
+    #: pairs per call to :meth:`estimate`; subclasses may read it from their config instead.
+    batch_size: ClassVar[int] = 8
+
+    def estimate(self, img1: np.ndarray, img2: np.ndarray, ctx: RunContext) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Flow for a batch of image pairs.
+
+        Args:
+            img1, img2: (B, H, W, 3) uint8 RGB.
+        Returns:
+            flow (B, H, W, 2) float32 from img1 to img2 in pixels (dx, dy), and optional
+            uncertainty (B, H, W) float32 or None.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement estimate() or run()")
+
+    def run(self, inputs: FlowInputs, ctx: RunContext) -> FlowField:
+        pairs = np.asarray(inputs.pairs, dtype=np.int64)
+        rgb = inputs.frames.rgb
+        # Both directions in one list of (src, dst) so batches stay full.
+        directed = np.concatenate([pairs, pairs[:, ::-1]], axis=0)
+        h, w = inputs.frames.size_hw
+        flows = np.zeros((len(directed), h, w, 2), np.float32)
+        unc: Optional[np.ndarray] = None
+        bs = max(1, int(getattr(self.config, "batch_size", self.batch_size)))
+        with ctx.progress(len(directed), f"flow ({self.name})") as bar:
+            for start in range(0, len(directed), bs):
+                chunk = directed[start:start + bs]
+                img1 = np.stack([np.asarray(rgb[int(i)]) for i in chunk[:, 0]])
+                img2 = np.stack([np.asarray(rgb[int(j)]) for j in chunk[:, 1]])
+                flow, u = self.estimate(img1, img2, ctx)
+                flows[start:start + len(chunk)] = flow
+                if u is not None:
+                    if unc is None:
+                        unc = np.zeros((len(directed), h, w), np.float32)
+                    unc[start:start + len(chunk)] = u
+                bar.advance(len(chunk))
+        p = len(pairs)
+        return FlowField(
+            pairs=pairs, flow_ij=flows[:p], flow_ji=flows[p:],
+            uncertainty_ij=None if unc is None else unc[:p],
+            uncertainty_ji=None if unc is None else unc[p:],
+        )
+
+
+class PairPredictor(Stage[PairInputs, PairPredictions]):
+    """Reads frames/rgb (and flow if ``reads`` has it); writes pts3d_i, pts3d_j, conf_i, conf_j per pair."""
+
+    kind: ClassVar[StageKind] = "pair_predictor"
+    output_record = PairPredictions
+
+
+class PoseSolver(Stage[PoseInputs, CameraTrajectory]):
+    """Reads the pair predictions; writes initial world_from_cam, intrinsics, depth and conf per frame."""
+
+    kind: ClassVar[StageKind] = "pose_solver"
+    output_record = CameraTrajectory
+
+
+class MaskBuilder(Stage[MaskInputs, DynamicMasks]):
+    """Reads what its ``reads`` names (e.g. predictions, cameras, flow); writes per-frame dynamic masks."""
+
+    kind: ClassVar[StageKind] = "mask_builder"
+    output_record = DynamicMasks
+    reads: ClassVar[frozenset[str]] = frozenset({"pair_predictor", "pose_solver", "flow_estimator"})
+
+
+class GlobalAligner(Stage[AlignerInputs, Reconstruction]):
+    """Reads predictions, the initial cameras, flow and masks; writes the final Reconstruction."""
+
+    kind: ClassVar[StageKind] = "global_aligner"
+    output_record = Reconstruction
+    reads: ClassVar[frozenset[str]] = frozenset({"flow_estimator", "mask_builder"})
+
+
+class Exporter(Stage[ExportInputs, ExportResult]):
+    """Reads the reconstruction (and optionally init, masks, predictions); writes files to ``out_dir``."""
+
+    kind: ClassVar[StageKind] = "exporter"
+    output_record = ExportResult
+
+
+STAGE_BASES: dict[str, type[Stage]] = {
+    "flow_estimator": FlowEstimator,
+    "pair_predictor": PairPredictor,
+    "pose_solver": PoseSolver,
+    "mask_builder": MaskBuilder,
+    "global_aligner": GlobalAligner,
+    "exporter": Exporter,
+}
+
+
+def reconstruction_from_cameras(
+    frames: FrameSet, cameras: CameraTrajectory, masks: Optional[DynamicMasks] = None
+) -> Reconstruction:
+    """Build a Reconstruction straight from a CameraTrajectory (used when the aligner is disabled)."""
+    from .geometry import depth_to_world_points
+
+    c2w = np.asarray(cameras.world_from_cam, np.float64)
+    k = np.asarray(cameras.intrinsics, np.float64)
+    depth = np.asarray(cameras.depth, np.float32)
+    k_orig = frames.original_from_network()[None] @ k
+    dyn = np.zeros(depth.shape, bool) if masks is None else np.asarray(masks.dynamic, bool)
+    return Reconstruction(
+        world_from_cam=c2w, intrinsics=k, intrinsics_original=k_orig, depth=depth,
+        conf=np.asarray(cameras.conf, np.float32),
+        pts3d_world=depth_to_world_points(depth, k, c2w), dynamic=dyn,
+    )

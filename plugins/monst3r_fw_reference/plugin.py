@@ -1,0 +1,23 @@
+"""Entry point of the reference plugins (group ``monst3r_fw``, name ``reference``).
+
+Each module listed here exposes ``STAGES``: a tuple of the stage classes it provides.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from monst3r_framework.hookspecs import hookimpl
+from monst3r_framework.stages import Stage
+
+_STAGE_MODULES: tuple[str, ...] = (
+    # one line per module; keep sorted
+)
+
+
+@hookimpl
+def monst3r_fw_stage_classes() -> list[type[Stage]]:
+    classes: list[type[Stage]] = []
+    for module_name in _STAGE_MODULES:
+        classes.extend(importlib.import_module(module_name).STAGES)
+    return classes

@@ -143,6 +143,30 @@ class FlowField(Record):
     uncertainty_ij: Optional[ArrayLike] = None
     uncertainty_ji: Optional[ArrayLike] = None
 
+    def gather(self, pairs: np.ndarray, field_name: str = "flow") -> np.ndarray:
+        """Flow (or uncertainty) for arbitrary directed pairs, taken from whichever direction is stored.
+
+        Args:
+            pairs: (Q, 2) int directed pairs (i, j); each must be stored as (i, j) or (j, i).
+            field_name: "flow" -> (Q, H, W, 2) float32, "uncertainty" -> (Q, H, W) float32.
+        Raises:
+            KeyError: naming the first pair that is not stored in either direction.
+        """
+        stored = np.asarray(self.pairs, dtype=np.int64)
+        lookup = {(int(a), int(b)): (k, True) for k, (a, b) in enumerate(stored)}
+        lookup.update({(int(b), int(a)): (k, False) for k, (a, b) in enumerate(stored) if (int(b), int(a)) not in lookup})
+        fwd = self.flow_ij if field_name == "flow" else self.uncertainty_ij
+        bwd = self.flow_ji if field_name == "flow" else self.uncertainty_ji
+        if fwd is None or bwd is None:
+            raise KeyError(f"flow field has no {field_name} arrays")
+        out = []
+        for i, j in np.asarray(pairs, dtype=np.int64):
+            if (int(i), int(j)) not in lookup:
+                raise KeyError(f"pair ({int(i)}, {int(j)}) has no flow in either direction")
+            k, forward = lookup[(int(i), int(j))]
+            out.append(np.asarray((fwd if forward else bwd)[k]))
+        return np.stack(out) if out else np.zeros((0,) + tuple(fwd.shape[1:]), np.float32)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CameraTrajectory(Record):
@@ -343,6 +367,7 @@ class Stage(ABC, Generic[In, Out]):
         config_model: the pydantic config class (a ``StageConfig`` subclass with a ``type`` Literal).
         reads: optional upstream kinds whose outputs this stage reads; only those are handed to
             ``run`` and only their keys enter this stage's cache key.
+        requires: the subset of ``reads`` that must be enabled in the recipe.
         output_record: the record class ``run`` returns.
     """
 
@@ -351,6 +376,8 @@ class Stage(ABC, Generic[In, Out]):
     version: ClassVar[str] = "1"
     config_model: ClassVar[type[StageConfig]]
     reads: ClassVar[frozenset[str]] = frozenset()
+    #: upstream kinds that must be enabled for this stage to run (checked when the recipe resolves).
+    requires: ClassVar[frozenset[str]] = frozenset()
     output_record: ClassVar[type[Record]]
 
     def __init__(self, config: StageConfig) -> None:

@@ -1,0 +1,363 @@
+"""YAML recipes: load, ``extends:``, ``--set`` overrides, and validation against installed stages.
+
+A recipe::
+
+    schema: 1
+    extends: ../paper.yaml          # optional; path relative to this file
+    plugins: [my_lab.flow_plugin]   # optional; modules to load as plugins
+    input: {long_edge: 512, num_frames: null, stride: 1, fps: null}
+    pairs: {scene_graph: swinstride-5-noncyclic, symmetrize: true}
+    device: auto
+    seed: 0
+    stages:
+      flow_estimator: {type: opencv_dis}
+      pair_predictor: {type: monst3r, checkpoint: null}
+      pose_solver:    {type: pnp_mst}
+      mask_builder:   {type: flow_static, enabled: true}
+      global_aligner: {type: monst3r_ga}
+      exporters:
+        - {type: monst3r_layout}
+
+Merging (``extends`` and overrides): mappings merge key by key, lists are replaced whole, and a
+stage node whose ``type`` changes is replaced whole (the old type's keys would not fit the new one).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from .errors import RecipeError
+from .registry import Registry
+from .stages import OPTIONAL_KINDS, STAGE_KINDS, StageConfig
+
+SINGLE_KINDS: tuple[str, ...] = tuple(k for k in STAGE_KINDS if k != "exporter")
+
+
+class InputConfig(BaseModel):
+    """How the input video or image folder is read and preprocessed (see docs/input.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    long_edge: Literal[224, 512] | int = Field(512, ge=16, description="Network resolution mode: 512 (long edge resized to 512, crop to multiples of 16) or 224 (short edge to 224, centre crop 224x224), as the official loader.")
+    num_frames: Optional[int] = Field(None, ge=2, description="Keep at most this many frames (after stride/fps subsampling); null = all.")
+    stride: int = Field(1, ge=1, description="Keep every stride-th frame.")
+    fps: Optional[float] = Field(None, gt=0, description="Resample a video to this frame rate before stride; null = native.")
+    start_frame: int = Field(0, ge=0, description="First frame to read.")
+    square_ok: bool = Field(False, description="512 mode: keep square crops square (official default crops square images to 4:3).")
+
+
+class PairsConfig(BaseModel):
+    """Which frame pairs the pair predictor sees (MonST3R scene-graph strings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    scene_graph: str = Field("swinstride-5-noncyclic", description="complete | swin-K | swin2stride-K | swinstride-K | logwin-K (each optionally -noncyclic) | oneref-K.")
+    symmetrize: bool = Field(True, description="Add (j, i) for every (i, j) (ignored by oneref).")
+
+
+class RecipeModel(BaseModel):
+    """Top-level recipe keys (stage nodes are validated against the installed stage configs)."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_: int = Field(1, alias="schema", description="Recipe schema version.")
+    extends: Optional[str] = Field(None, description="Base recipe (path relative to this file) whose keys this one changes.")
+    plugins: list[str] = Field(default_factory=list, description="Python modules to load as plugins for this recipe.")
+    description: str = Field("", description="Free text shown by `recipe show`.")
+    input: InputConfig = Field(default_factory=InputConfig)
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
+    seed: int = Field(0, description="Random seed handed to every stage.")
+    stages: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass
+class ResolvedRecipe:
+    """A validated recipe: one config per enabled stage kind (None = disabled) and the exporters."""
+
+    source: str
+    model: RecipeModel
+    stages: dict[str, Optional[StageConfig]]
+    exporters: list[StageConfig]
+    plugins: list[str] = field(default_factory=list)
+
+    @property
+    def input(self) -> InputConfig:
+        return self.model.input
+
+    @property
+    def pairs(self) -> PairsConfig:
+        return self.model.pairs
+
+    def to_dict(self) -> dict[str, Any]:
+        """Fully resolved recipe as plain JSON-able data (what `recipe show` prints and runs store)."""
+        stages: dict[str, Any] = {}
+        for kind in SINGLE_KINDS:
+            cfg = self.stages.get(kind)
+            stages[kind] = {"enabled": False} if cfg is None else cfg.model_dump(mode="json")
+        stages["exporters"] = [c.model_dump(mode="json") for c in self.exporters]
+        return {
+            "schema": self.model.schema_,
+            "description": self.model.description,
+            "plugins": list(self.plugins),
+            "input": self.model.input.model_dump(mode="json"),
+            "pairs": self.model.pairs.model_dump(mode="json"),
+            "device": self.model.device,
+            "seed": self.model.seed,
+            "stages": stages,
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def digest(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------------
+# Raw loading, extends, overrides
+# ------------------------------------------------------------------------------------------------
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise RecipeError(f"{path}: recipe file not found; check the path (recipes live in recipes/)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{path}:{where}: invalid YAML ({problem})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys (schema, input, pairs, stages, ...), "
+                          f"got {type(data).__name__}")
+    return data
+
+
+def merge(base: Any, overlay: Any) -> Any:
+    """Deep-merge ``overlay`` onto ``base`` (mappings merge, everything else replaces; a changed
+    ``type`` replaces the whole node)."""
+    if isinstance(base, dict) and isinstance(overlay, dict):
+        if "type" in overlay and "type" in base and overlay["type"] != base["type"]:
+            return copy.deepcopy(overlay)
+        out = copy.deepcopy(base)
+        for key, value in overlay.items():
+            out[key] = merge(out[key], value) if key in out else copy.deepcopy(value)
+        return out
+    return copy.deepcopy(overlay)
+
+
+def load_raw(path: Union[str, Path], _seen: Optional[list[Path]] = None) -> dict[str, Any]:
+    """Load a recipe file and everything it extends, merged, without validation."""
+    path = Path(path).resolve()
+    seen = list(_seen or [])
+    if path in seen:
+        chain = " -> ".join(str(p) for p in seen + [path])
+        raise RecipeError(f"{path}: extends loop ({chain})")
+    data = _read_yaml(path)
+    base_ref = data.pop("extends", None)
+    if base_ref is None:
+        return data
+    if not isinstance(base_ref, str):
+        raise RecipeError(f"{path}: extends: expected a file path, got {base_ref!r}")
+    base = load_raw((path.parent / base_ref), seen + [path])
+    return merge(base, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"stages.global_aligner.flow_loss_weight=0"`` -> (["stages", "global_aligner", "flow_loss_weight"], 0)."""
+    if "=" not in text:
+        raise RecipeError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. stages.global_aligner.flow_loss_weight=0")
+    key, _, raw = text.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise RecipeError(f"--set {text!r}: empty key path")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides in order. Setting a node's ``type`` to a new value resets that node."""
+    data = copy.deepcopy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            where = ".".join(parts[: depth + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise RecipeError(f"--set {text}: {where}: list index out of range (has {len(node)} items)")
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise RecipeError(f"--set {text}: {where} is not a mapping")
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) > len(node):
+                raise RecipeError(f"--set {text}: index {last} out of range (list has {len(node)} items)")
+            if int(last) == len(node):
+                node.append(value)
+            else:
+                node[int(last)] = value
+        elif isinstance(node, dict):
+            if last == "type" and node.get("type") not in (None, value):
+                enabled = node.get("enabled")
+                node.clear()
+                if enabled is not None:
+                    node["enabled"] = enabled
+            node[last] = value
+        else:
+            raise RecipeError(f"--set {text}: {'.'.join(parts[:-1])} is not a mapping")
+    return data
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation
+# ------------------------------------------------------------------------------------------------
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _format_validation(source: str, prefix: str, exc: ValidationError, valid_keys: list[str]) -> RecipeError:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ()) if not (isinstance(p, str) and p.endswith("Config"))]
+    key_path = ".".join([prefix] + loc) if prefix else ".".join(loc)
+    if err.get("type") == "extra_forbidden":
+        bad = loc[-1] if loc else "?"
+        msg = f"{source}: {key_path}: unknown key {bad!r}; valid keys: {', '.join(sorted(valid_keys))}.{_suggest(bad, valid_keys)}"
+    else:
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        msg = f"{source}: {key_path}: {err.get('msg')}{shown}"
+    more = len(exc.errors()) - 1
+    return RecipeError(msg + (f" (+{more} more problems)" if more > 0 else ""))
+
+
+def _validate_stage(source: str, where: str, kind: str, node: Any, registry: Registry) -> Optional[StageConfig]:
+    if node is None:
+        node = {}
+    if not isinstance(node, dict):
+        raise RecipeError(f"{source}: {where}: expected a mapping with `type:`, got {node!r}")
+    node = dict(node)
+    enabled = node.pop("enabled", True)
+    if enabled is False:
+        if kind not in OPTIONAL_KINDS:
+            raise RecipeError(f"{source}: {where}: the {kind} cannot be disabled (only "
+                              f"{', '.join(sorted(OPTIONAL_KINDS))} are optional)")
+        return None
+    names = registry.names(kind)
+    type_name = node.get("type")
+    if type_name is None:
+        raise RecipeError(f"{source}: {where}: missing `type:`; installed {kind} types: {', '.join(names) or 'none'}")
+    if type_name not in names:
+        raise RecipeError(f"{source}: {where}: unknown type {type_name!r}; installed {kind} types: "
+                          f"{', '.join(names) or 'none'}.{_suggest(str(type_name), names)}")
+    model = registry.get(kind, type_name).cls.config_model
+    try:
+        return model.model_validate(node)
+    except ValidationError as exc:
+        raise _format_validation(source, where, exc, list(model.model_fields) + ["enabled"]) from None
+
+
+def resolve(data: dict[str, Any], registry: Registry, source: str = "<recipe>") -> ResolvedRecipe:
+    """Validate merged recipe data against the schema and the installed stage configs."""
+    try:
+        model = RecipeModel.model_validate(data)
+    except ValidationError as exc:
+        top = [("schema" if k == "schema_" else k) for k in RecipeModel.model_fields]
+        err = exc.errors()[0]
+        loc = err.get("loc", ())
+        sub: Any = RecipeModel
+        valid = top
+        if len(loc) >= 2 and loc[0] in ("input", "pairs"):
+            valid = list({"input": InputConfig, "pairs": PairsConfig}[loc[0]].model_fields)
+        raise _format_validation(source, "", exc, valid) from None
+    stages_raw = model.stages
+    known = list(SINGLE_KINDS) + ["exporters"]
+    for key in stages_raw:
+        if key not in known:
+            raise RecipeError(f"{source}: stages.{key}: unknown stage kind; valid: {', '.join(known)}.{_suggest(key, known)}")
+    stages: dict[str, Optional[StageConfig]] = {}
+    for kind in SINGLE_KINDS:
+        if kind not in stages_raw:
+            if kind in OPTIONAL_KINDS:
+                stages[kind] = None
+                continue
+            raise RecipeError(f"{source}: stages.{kind}: required stage missing; installed types: "
+                              f"{', '.join(registry.names(kind)) or 'none'}")
+        stages[kind] = _validate_stage(source, f"stages.{kind}", kind, stages_raw[kind], registry)
+    exporters_raw = stages_raw.get("exporters") or []
+    if not isinstance(exporters_raw, list):
+        raise RecipeError(f"{source}: stages.exporters: expected a list of {{type: ...}} nodes")
+    exporters = []
+    for idx, node in enumerate(exporters_raw):
+        cfg = _validate_stage(source, f"stages.exporters.{idx}", "exporter", node, registry)
+        if cfg is not None:
+            exporters.append(cfg)
+    resolved = ResolvedRecipe(source=source, model=model, stages=stages, exporters=exporters, plugins=list(model.plugins))
+    _check_dependencies(resolved, registry)
+    return resolved
+
+
+def _check_dependencies(recipe: ResolvedRecipe, registry: Registry) -> None:
+    for kind, cfg in recipe.stages.items():
+        if cfg is None:
+            continue
+        cls = registry.get(kind, cfg.type).cls  # type: ignore[attr-defined]
+        needs = getattr(cls, "requires", frozenset())
+        for need in needs:
+            if recipe.stages.get(need) is None:
+                raise RecipeError(f"{recipe.source}: stages.{kind}: type {cfg.type!r} needs the {need} stage, "  # type: ignore[attr-defined]
+                                  f"which is disabled or missing; enable stages.{need}")
+
+
+def load_recipe(path: Union[str, Path], registry: Optional[Registry] = None, overrides: Optional[list[str]] = None,
+                load_entrypoints: bool = True) -> tuple[ResolvedRecipe, Registry]:
+    """Load, merge, override and validate a recipe. Builds the registry (with the recipe's plugins)
+    when none is given. Returns the resolved recipe and the registry used."""
+    from .registry import build_registry
+
+    data = load_raw(path)
+    data = apply_overrides(data, list(overrides or []))
+    if registry is None:
+        plugins = data.get("plugins") or []
+        if not isinstance(plugins, list):
+            raise RecipeError(f"{path}: plugins: expected a list of module names")
+        registry = build_registry(load_entrypoints=load_entrypoints, plugins=plugins)
+    elif data.get("plugins"):
+        from .registry import build_registry as _br  # registry given: extend it with the recipe's modules
+
+        extra = _br(load_entrypoints=False, plugins=data["plugins"])
+        for key, entry in extra.entries.items():
+            registry.entries.setdefault(key, entry)
+    return resolve(data, registry, source=str(path)), registry
+
+
+def recipe_json_schema(registry: Registry) -> dict[str, Any]:
+    """JSON Schema for editors: the top level plus one discriminated union per stage kind."""
+    schema = RecipeModel.model_json_schema(by_alias=True)
+    stage_props: dict[str, Any] = {}
+    for kind in SINGLE_KINDS:
+        if registry.names(kind):
+            stage_props[kind] = TypeAdapter(registry.config_union(kind)).json_schema()
+    if registry.names("exporter"):
+        stage_props["exporters"] = {"type": "array", "items": TypeAdapter(registry.config_union("exporter")).json_schema()}
+    schema["properties"]["stages"] = {"type": "object", "properties": stage_props, "additionalProperties": False}
+    return schema

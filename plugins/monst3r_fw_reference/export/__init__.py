@@ -1,0 +1,25 @@
+"""Reference exporter stages (kind ``exporter``). File layouts of each: docs/exporters.md.
+
+Every exporter writes into a hidden staging folder and renames it to its ``out_dir`` only when
+complete (see :class:`~monst3r_fw_reference.export._common.AtomicExporter`).
+"""
+
+from __future__ import annotations
+
+from .colmap import ColmapConfig, ColmapExporter
+from .images import DepthPng16Config, DepthPng16Exporter, MaskPngConfig, MaskPngExporter
+from .monst3r_layout import Monst3rLayoutConfig, Monst3rLayoutExporter, TumConfig, TumExporter
+from .nerfstudio import NerfstudioConfig, NerfstudioExporter
+from .pointcloud import GlbConfig, GlbExporter, PlyConfig, PlyExporter
+from .summary import SummaryConfig, SummaryExporter
+
+__all__ = [
+    "ColmapConfig", "ColmapExporter", "DepthPng16Config", "DepthPng16Exporter", "GlbConfig", "GlbExporter",
+    "MaskPngConfig", "MaskPngExporter", "Monst3rLayoutConfig", "Monst3rLayoutExporter", "NerfstudioConfig",
+    "NerfstudioExporter", "PlyConfig", "PlyExporter", "SummaryConfig", "SummaryExporter", "TumConfig", "TumExporter",
+]
+
+STAGES = (
+    Monst3rLayoutExporter, TumExporter, GlbExporter, PlyExporter, ColmapExporter, NerfstudioExporter,
+    DepthPng16Exporter, MaskPngExporter, SummaryExporter,
+)

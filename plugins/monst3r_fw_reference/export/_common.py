@@ -1,0 +1,265 @@
+"""Shared plumbing of the exporter stages: input checks, atomic output folders, point selection.
+
+Conventions follow :mod:`monst3r_framework.stages` (OpenCV cameras, camera-to-world poses, pixel
+intrinsics with integer coordinates at pixel centres). Formats that put the pixel *corner* at the
+origin (COLMAP, nerfstudio) get :data:`CORNER_FROM_CENTRE` added to their principal point.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from abc import abstractmethod
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from monst3r_framework.errors import ShapeError, StageError
+from monst3r_framework.stages import ExportInputs, Exporter, ExportResult, RunContext
+
+#: Offset from our pixel-centre convention (centre of the top-left pixel at (0, 0)) to the
+#: corner convention of COLMAP and nerfstudio (that centre at (0.5, 0.5)).
+CORNER_FROM_CENTRE = 0.5
+
+#: OpenCV camera axes (x right, y down, z forward) -> OpenGL ones (x right, y up, z backward).
+CV_FROM_GL = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+_SCENE_SPECS: dict[str, tuple[str, str, Optional[str]]] = {
+    # name: (source, axis spec, dtype to convert to)
+    "rgb": ("frames", "F H W 3", None),
+    "world_from_cam": ("reconstruction", "F 4 4", "float64"),
+    "intrinsics": ("reconstruction", "F 3 3", "float64"),
+    "intrinsics_original": ("reconstruction", "F 3 3", "float64"),
+    "depth": ("reconstruction", "F H W", "float32"),
+    "conf": ("reconstruction", "F H W", "float32"),
+    "pts3d_world": ("reconstruction", "F H W 3", "float32"),
+    "dynamic": ("reconstruction", "F H W", "bool"),
+}
+
+
+class SceneArrays:
+    """The reconstruction and frames, shape-checked up front and loaded into numpy on first use
+    (inputs may be lazy Zarr arrays; an exporter that only needs poses never reads the point maps).
+
+    rgb: (F, H, W, 3) uint8, network resolution.
+    world_from_cam: (F, 4, 4) float64, camera-to-world, OpenCV axes.
+    intrinsics: (F, 3, 3) float64, network resolution, pixel-centre convention.
+    intrinsics_original: (F, 3, 3) float64, original resolution, pixel-centre convention.
+    depth: (F, H, W) float32, z-depth.
+    conf: (F, H, W) float32, per-pixel confidence.
+    pts3d_world: (F, H, W, 3) float32, world points of each frame at its own time.
+    dynamic: (F, H, W) bool, True on moving objects.
+    """
+
+    rgb: np.ndarray
+    world_from_cam: np.ndarray
+    intrinsics: np.ndarray
+    intrinsics_original: np.ndarray
+    depth: np.ndarray
+    conf: np.ndarray
+    pts3d_world: np.ndarray
+    dynamic: np.ndarray
+
+    def __init__(self, raw: dict[str, object], dims: dict[str, int]) -> None:
+        self._raw = raw
+        self._dims = dims
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name.startswith("_") or name not in _SCENE_SPECS:
+            raise AttributeError(name)
+        if name not in self._cache:
+            dtype = _SCENE_SPECS[name][2]
+            arr = np.asarray(self._raw[name][...])  # type: ignore[index]
+            self._cache[name] = arr.astype(dtype, copy=False) if dtype else arr
+        return self._cache[name]
+
+    @property
+    def n_frames(self) -> int:
+        return int(self._dims["F"])
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        return int(self._dims["H"]), int(self._dims["W"])
+
+
+def _check(where: str, name: str, array: object, spec: str, dims: dict[str, int]) -> None:
+    axes = spec.split()
+    shape = tuple(int(s) for s in getattr(array, "shape", ()))
+    if len(shape) != len(axes):
+        raise ShapeError(f"{where}.{name}: expected {len(axes)} axes ({spec}), got shape {shape}")
+    for axis, size in zip(axes, shape):
+        expected = int(axis) if axis.isdigit() else dims.setdefault(axis, size)
+        if size != expected:
+            raise ShapeError(f"{where}.{name}: axis {axis} should be {expected} ({spec}, {dims}), got shape {shape}")
+
+
+def scene_arrays(inputs: ExportInputs, where: str) -> SceneArrays:
+    """Check that the frames and the reconstruction agree in shape and wrap them for lazy loading.
+
+    Raises:
+        ShapeError: naming the array and axis that disagrees, or non-uint8 frames.
+    """
+    dims: dict[str, int] = {}
+    raw: dict[str, object] = {}
+    for name, (source, spec, _) in _SCENE_SPECS.items():
+        record = inputs.frames if source == "frames" else inputs.reconstruction
+        arr = getattr(record, name)
+        _check(where, f"{source}.{name}", arr, spec, dims)
+        raw[name] = arr
+    if np.dtype(getattr(raw["rgb"], "dtype", np.uint8)) != np.uint8:
+        raise ShapeError(f"{where}.frames.rgb: expected uint8 RGB frames, got dtype {raw['rgb'].dtype}; "  # type: ignore[attr-defined]
+                         "convert the FrameSet to uint8 before exporting")
+    return SceneArrays(raw, dims)
+
+
+def dynamic_masks(inputs: ExportInputs, scene: SceneArrays, where: str) -> tuple[np.ndarray, str]:
+    """(F, H, W) bool dynamic mask and its source: the mask builder's when given, else the reconstruction's."""
+    if inputs.masks is None:
+        return scene.dynamic, "reconstruction"
+    dyn = np.asarray(inputs.masks.dynamic).astype(bool)
+    _check(where, "masks.dynamic", dyn, "F H W", {"F": scene.n_frames, "H": scene.size_hw[0], "W": scene.size_hw[1]})
+    return dyn, inputs.masks.source
+
+
+def gl_from_cv(world_from_cam: np.ndarray) -> np.ndarray:
+    """(F, 4, 4) OpenCV camera-to-world -> OpenGL camera-to-world (flip the camera's y and z axes)."""
+    return np.asarray(world_from_cam, np.float64) @ CV_FROM_GL
+
+
+def invert_rigid(world_from_cam: np.ndarray) -> np.ndarray:
+    """(F, 4, 4) rigid transforms inverted in closed form (R^T, -R^T t); exact for rotations."""
+    t = np.asarray(world_from_cam, np.float64)
+    rot_t = np.swapaxes(t[..., :3, :3], -1, -2)
+    out = np.zeros_like(t)
+    out[..., :3, :3] = rot_t
+    out[..., :3, 3] = -np.einsum("...ij,...j->...i", rot_t, t[..., :3, 3])
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def select_points(
+    scene: SceneArrays,
+    *,
+    min_conf: float,
+    static_only: bool,
+    max_points: Optional[int],
+    seed: int,
+    dynamic: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """Pick pixels whose world points get exported.
+
+    Args:
+        scene: the reconstruction.
+        min_conf: keep pixels with ``conf >= min_conf``.
+        static_only: drop pixels flagged dynamic.
+        max_points: keep at most this many (uniform random subset, reproducible from ``seed``,
+            returned in frame/row/column order); None keeps all.
+        seed: random seed of the subset.
+        dynamic: (F, H, W) bool mask to use instead of ``scene.dynamic``.
+    Returns:
+        (N,) int64 flat indices into the (F, H, W) grid.
+    """
+    dyn = scene.dynamic if dynamic is None else dynamic
+    keep = (scene.conf >= min_conf) & np.isfinite(scene.pts3d_world).all(-1)
+    if static_only:
+        keep &= ~dyn
+    idx = np.flatnonzero(keep)
+    if max_points is not None and idx.size > max_points:
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(idx, size=max_points, replace=False))
+    return idx.astype(np.int64)
+
+
+def warp_to_original(image: np.ndarray, network_from_original: np.ndarray, original_hw: tuple[int, int],
+                     nearest: bool = False) -> np.ndarray:
+    """Resample a network-resolution image to the original resolution.
+
+    Args:
+        image: (H, W[, C]) image at network resolution.
+        network_from_original: (3, 3) affine mapping original pixel centres to network ones.
+        original_hw: (height, width) of the output.
+        nearest: nearest-neighbour (masks, depth) instead of bilinear (colour).
+    Returns:
+        (H0, W0[, C]) image; pixels outside the network crop are 0.
+    """
+    import cv2
+
+    m = np.asarray(network_from_original, np.float64)[:2]
+    h0, w0 = int(original_hw[0]), int(original_hw[1])
+    flags = (cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
+    # WARP_INVERSE_MAP: m maps destination (original) pixels to source (network) pixels.
+    return cv2.warpAffine(image, m, (w0, h0), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def depth_to_u16(depth: np.ndarray, scale: float, valid: Optional[np.ndarray] = None) -> np.ndarray:
+    """(H, W) z-depth -> (H, W) uint16 ``round(depth * scale)``; invalid, non-finite, non-positive
+    and out-of-range (> 65535) pixels become 0 (= no depth)."""
+    d = np.asarray(depth, np.float64) * scale
+    ok = np.isfinite(d) & (d > 0) & (d <= 65535.0)
+    if valid is not None:
+        ok &= np.asarray(valid, bool)
+    return np.where(ok, np.round(np.where(ok, d, 0.0)), 0).astype(np.uint16)
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Write an (H, W) gray (uint8/uint16) or (H, W, 3) RGB uint8 image as PNG, raising on failure."""
+    import cv2
+
+    arr = np.ascontiguousarray(image)
+    if arr.ndim == 3:
+        arr = np.ascontiguousarray(arr[..., ::-1])  # OpenCV writes BGR
+    if not cv2.imwrite(str(path), arr):
+        raise StageError(f"could not write {path}; check that the folder is writable and has free space")
+
+
+def relative_files(root: Path) -> tuple[str, ...]:
+    """Every file under ``root`` as sorted POSIX paths relative to it."""
+    return tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()))
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Move a finished staging folder to ``out_dir`` so that ``out_dir`` never holds a partial export."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not any(out_dir.iterdir()):
+        out_dir.rmdir()
+    old: Optional[Path] = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class AtomicExporter(Exporter):
+    """Base of the reference exporters: writes into a hidden staging folder beside ``out_dir`` and
+    renames it into place only when every file is written, so an interrupted export leaves either
+    the previous complete export or no ``out_dir`` at all (plus a ``.<name>.partial-*`` folder that
+    the next run removes). Subclasses implement :meth:`write`.
+    """
+
+    def run(self, inputs: ExportInputs, ctx: RunContext) -> ExportResult:
+        out_dir = Path(inputs.out_dir)
+        where = f"exporter {self.name}"
+        scene = scene_arrays(inputs, where)
+        for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*") if out_dir.parent.exists() else ():
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+        try:
+            self.write(inputs, scene, staging, ctx)
+            files = relative_files(staging)
+            _publish(staging, out_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        ctx.log(f"{self.name}: wrote {len(files)} files to {out_dir}")
+        return ExportResult(files=files)
+
+    @abstractmethod
+    def write(self, inputs: ExportInputs, scene: SceneArrays, out: Path, ctx: RunContext) -> None:
+        """Write every output file under ``out`` (the staging folder)."""

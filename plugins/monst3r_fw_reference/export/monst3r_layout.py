@@ -1,0 +1,173 @@
+"""``monst3r_layout``: the output folder of the official MonST3R demo, so its viewer and evaluation
+scripts read our runs; ``tum``: a standard TUM trajectory (kept separate: the two quaternion orders
+differ). Layouts: docs/exporters.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from monst3r_framework.errors import StageError
+from monst3r_framework.stages import ExportInputs, RunContext, StageConfig
+
+from ._common import AtomicExporter, SceneArrays, dynamic_masks, write_png
+
+
+def quaternions_xyzw(world_from_cam: np.ndarray) -> np.ndarray:
+    """(F, 4) float64 scalar-last unit quaternions of the (F, 4, 4) poses' rotations (scipy's convention)."""
+    from scipy.spatial.transform import Rotation
+
+    rot = np.asarray(world_from_cam, np.float64)[:, :3, :3]
+    return np.asarray(Rotation.from_matrix(rot).as_quat(), np.float64).reshape(-1, 4)
+
+
+def _join(values: np.ndarray) -> str:
+    # str() of a float64 is its shortest round-trip repr ("0.1", "1e-05"), as the official writer prints.
+    return " ".join(str(np.float64(v)) for v in values)
+
+
+def format_monst3r_traj(world_from_cam: np.ndarray) -> str:
+    """Text of MonST3R's ``pred_traj.txt``: one line ``t x y z qw qx qy qz`` per frame.
+
+    ``t`` is the frame index as a float ("0.0"), the position is the camera centre in the world, the
+    quaternion (w first) is the camera-to-world rotation; every number is printed with ``str`` of a
+    float64, exactly as the official ``save_trajectory_tum_format`` does.
+
+    Args:
+        world_from_cam: (F, 4, 4) float64 camera-to-world poses.
+    """
+    c2w = np.asarray(world_from_cam, np.float64)
+    q = quaternions_xyzw(c2w)[:, [3, 0, 1, 2]]
+    lines = [f"{np.float64(i)} {_join(c2w[i, :3, 3])} {_join(q[i])}\n" for i in range(len(c2w))]
+    return "".join(lines)
+
+
+def format_tum(timestamps: np.ndarray, world_from_cam: np.ndarray, header: bool = True) -> str:
+    """Text of a standard TUM RGB-D trajectory: ``timestamp tx ty tz qx qy qz qw`` per line.
+
+    Args:
+        timestamps: (F,) float64 seconds.
+        world_from_cam: (F, 4, 4) float64 camera-to-world poses (TUM stores camera-to-world).
+        header: start with a ``#`` comment line naming the columns (TUM tools skip it).
+    """
+    c2w = np.asarray(world_from_cam, np.float64)
+    t = np.asarray(timestamps, np.float64).reshape(-1)
+    q = quaternions_xyzw(c2w)
+    lines = ["# timestamp tx ty tz qx qy qz qw\n"] if header else []
+    lines += [f"{_join(t[i:i + 1])} {_join(c2w[i, :3, 3])} {_join(q[i])}\n" for i in range(len(c2w))]
+    return "".join(lines)
+
+
+class Monst3rLayoutConfig(StageConfig):
+    type: Literal["monst3r_layout"] = "monst3r_layout"
+    conf_transform: Literal["log", "none"] = Field(
+        "log", description="Transform applied to conf_i.npy / init_conf_i.npy: 'log' as the official demo "
+                           "(its optimizer's default confidence transform), 'none' for raw confidences.")
+    dilate_kernel: int = Field(
+        0, ge=0, le=99, description="Side of the square kernel for enlarged_dynamic_mask_i.png; 0 = as the official "
+                                    "demo (5 for user-supplied masks, 3 otherwise).")
+    depth_gif: bool = Field(True, description="Write the _depth_maps.gif preview (colour-mapped depth).")
+    gif_frame_ms: int = Field(100, ge=1, le=10_000, description="Duration of each GIF frame in milliseconds.")
+
+
+class Monst3rLayoutExporter(AtomicExporter):
+    """The official MonST3R demo output folder (pred_traj.txt, pred_intrinsics.txt, per-frame depth,
+    confidence, masks and RGB)."""
+
+    name = "monst3r_layout"
+    config_model = Monst3rLayoutConfig
+    config: Monst3rLayoutConfig
+
+    def write(self, inputs: ExportInputs, scene: SceneArrays, out: Path, ctx: RunContext) -> None:
+        import cv2
+
+        cfg = self.config
+        where = f"exporter {self.name}"
+        (out / "pred_traj.txt").write_text(format_monst3r_traj(scene.world_from_cam))
+        np.savetxt(out / "pred_intrinsics.txt", scene.intrinsics.reshape(-1, 9), fmt="%.6f")
+
+        if inputs.init is not None:
+            init_conf = np.asarray(inputs.init.conf, np.float32)
+            if init_conf.shape != scene.conf.shape:
+                raise StageError(f"{where}: init.conf has shape {init_conf.shape}, expected {scene.conf.shape} "
+                                 "(F, H, W) like reconstruction.conf; re-run the pose solver on the same frames")
+        else:
+            init_conf = scene.conf  # no initialisation recorded: the final confidences are the best we have
+        trf = (lambda c: np.log(c)) if cfg.conf_transform == "log" else (lambda c: c)
+        if cfg.conf_transform == "log" and (scene.conf.min(initial=1.0) <= 0 or init_conf.min(initial=1.0) <= 0):
+            raise StageError(f"{where}: conf_transform 'log' needs positive confidences, found values <= 0; "
+                             "set conf_transform: none")
+
+        dyn, source = dynamic_masks(inputs, scene, where)
+        k = cfg.dilate_kernel or (5 if source == "user" else 3)
+        kernel = np.ones((k, k), np.uint8)
+        for i in range(scene.n_frames):
+            np.save(out / f"frame_{i:04d}.npy", scene.depth[i].astype(np.float32))
+            np.save(out / f"conf_{i}.npy", trf(scene.conf[i]).astype(np.float32))
+            np.save(out / f"init_conf_{i}.npy", trf(init_conf[i]).astype(np.float32))
+            mask = dyn[i].astype(np.uint8) * 255
+            write_png(out / f"dynamic_mask_{i}.png", mask)
+            write_png(out / f"enlarged_dynamic_mask_{i}.png", cv2.dilate(mask, kernel, iterations=1))
+            write_png(out / f"frame_{i:04d}.png", scene.rgb[i])
+        if cfg.depth_gif:
+            write_depth_gif(out / "_depth_maps.gif", scene.depth, cfg.gif_frame_ms)
+
+
+def colourise_depth(depth: np.ndarray) -> np.ndarray:
+    """(F, H, W) depth -> (F, H, W, 3) uint8 RGB jet colour map, normalised by the sequence maximum
+    (as the demo's gallery); non-finite depth maps to the colour of 0."""
+    import cv2
+
+    d = np.nan_to_num(np.asarray(depth, np.float64), nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
+    top = float(d.max()) if d.size else 0.0
+    scaled = np.round(d / top * 255.0) if top > 0 else np.zeros_like(d)
+    u8 = scaled.astype(np.uint8)
+    f, h, w = u8.shape
+    bgr = cv2.applyColorMap(u8.reshape(f * h, w), cv2.COLORMAP_JET).reshape(f, h, w, 3)
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def write_depth_gif(path: Path, depth: np.ndarray, frame_ms: int) -> None:
+    """Animated GIF (looping) of the colour-mapped depth maps."""
+    from PIL import Image
+
+    frames = [Image.fromarray(img) for img in colourise_depth(depth)]
+    if not frames:
+        return
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+
+
+class TumConfig(StageConfig):
+    type: Literal["tum"] = "tum"
+    filename: str = Field("trajectory_tum.txt", min_length=1, description="Output file name inside the exporter folder.")
+    timestamps: Literal["frames", "index"] = Field(
+        "frames", description="'frames': FrameSet.timestamps (seconds); 'index': the frame's position 0, 1, 2, ...")
+    header: bool = Field(True, description="Start the file with a '# timestamp tx ty tz qx qy qz qw' comment line.")
+
+
+class TumExporter(AtomicExporter):
+    """Standard TUM RGB-D trajectory (``timestamp tx ty tz qx qy qz qw``, scalar-last quaternion)."""
+
+    name = "tum"
+    config_model = TumConfig
+    config: TumConfig
+
+    def write(self, inputs: ExportInputs, scene: SceneArrays, out: Path, ctx: RunContext) -> None:
+        if "/" in self.config.filename or self.config.filename in (".", ".."):
+            raise StageError(f"exporter tum: filename {self.config.filename!r} must be a plain file name, "
+                             "e.g. 'trajectory_tum.txt'")
+        if self.config.timestamps == "frames":
+            t = np.asarray(inputs.frames.timestamps, np.float64).reshape(-1)
+            if t.shape[0] != scene.n_frames:
+                raise StageError(f"exporter tum: {t.shape[0]} timestamps for {scene.n_frames} frames; "
+                                 "fix the FrameSet or use timestamps: index")
+        else:
+            t = np.arange(scene.n_frames, dtype=np.float64)
+        (out / self.config.filename).write_text(format_tum(t, scene.world_from_cam, self.config.header))
+
+
+STAGES = (Monst3rLayoutExporter, TumExporter)

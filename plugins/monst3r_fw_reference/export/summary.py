@@ -1,0 +1,107 @@
+"""``summary``: summary.json describing a run (frames, resolution, timings, config hash, a few
+statistics of the reconstruction). Layout: docs/exporters.md."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from monst3r_framework.stages import ExportInputs, RunContext, StageConfig
+
+from ._common import AtomicExporter, SceneArrays, dynamic_masks
+
+SUMMARY_SCHEMA = 1
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain-JSON copy of run_info values (numpy scalars/arrays, paths, tuples, pydantic models)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "model_dump"):
+        return _jsonable(value.model_dump(mode="json"))
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def config_hash(run_info: dict[str, Any]) -> str | None:
+    """The run's config hash: run_info['config_hash'] when the runner gives one, else the first 16
+    hex digits of sha256 over the canonical JSON of run_info['recipe'], else None."""
+    if run_info.get("config_hash"):
+        return str(run_info["config_hash"])
+    if "recipe" in run_info:
+        blob = json.dumps(_jsonable(run_info["recipe"]), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+    return None
+
+
+def _stats(scene: SceneArrays, dyn: np.ndarray) -> dict[str, Any]:
+    d = scene.depth[np.isfinite(scene.depth) & (scene.depth > 0)]
+    centres = scene.world_from_cam[:, :3, 3]
+    return {
+        "depth_min": float(d.min()) if d.size else None,
+        "depth_median": float(np.median(d)) if d.size else None,
+        "depth_max": float(d.max()) if d.size else None,
+        "conf_median": float(np.median(scene.conf)) if scene.conf.size else None,
+        "dynamic_fraction": float(dyn.mean()) if dyn.size else 0.0,
+        "camera_path_length": float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum()),
+        "focal_mean_px": float(scene.intrinsics[:, [0, 1], [0, 1]].mean()),
+    }
+
+
+class SummaryConfig(StageConfig):
+    type: Literal["summary"] = "summary"
+    statistics: bool = Field(True, description="Add depth/confidence/mask/camera-path statistics (reads the depth and confidence maps).")
+    include_run_info: bool = Field(True, description="Copy the runner's whole run_info (JSON-converted) under 'run_info'.")
+
+
+class SummaryExporter(AtomicExporter):
+    """summary.json: frame count and indices, resolutions, per-stage timings and config hash."""
+
+    name = "summary"
+    config_model = SummaryConfig
+    config: SummaryConfig
+
+    def write(self, inputs: ExportInputs, scene: SceneArrays, out: Path, ctx: RunContext) -> None:
+        info = inputs.run_info or {}
+        frames = inputs.frames
+        timings = info.get("timings", info.get("seconds", {}))
+        summary: dict[str, Any] = {
+            "schema": SUMMARY_SCHEMA,
+            "run_id": info.get("run_id"),
+            "config_hash": config_hash(info),
+            "source": frames.source,
+            "n_frames": scene.n_frames,
+            "size_hw": list(scene.size_hw),
+            "original_hw": [int(v) for v in frames.original_hw],
+            "frame_index": np.asarray(frames.frame_index).astype(np.int64).tolist(),
+            "timestamps": np.asarray(frames.timestamps, np.float64).tolist(),
+            "timings": _jsonable(timings),
+            "total_seconds": float(sum(v for v in timings.values() if isinstance(v, (int, float))))
+            if isinstance(timings, dict) else None,
+            "has_init": inputs.init is not None,
+            "has_masks": inputs.masks is not None,
+            "loss_names": list(inputs.reconstruction.loss_names),
+        }
+        if self.config.statistics:
+            dyn, _ = dynamic_masks(inputs, scene, f"exporter {self.name}")
+            summary["statistics"] = _stats(scene, dyn)
+        if self.config.include_run_info:
+            summary["run_info"] = _jsonable(info)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
+
+
+STAGES = (SummaryExporter,)

@@ -13,6 +13,7 @@ from monst3r_framework.stages import Stage
 _STAGE_MODULES: tuple[str, ...] = (
     # one line per module; keep sorted
     "monst3r_fw_reference.export",
+    "monst3r_fw_reference.flow",
     "monst3r_fw_reference.searaft.stage",
 )
 

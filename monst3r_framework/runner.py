@@ -138,10 +138,10 @@ class Runner:
 
     # ------------------------------------------------------------------------------------ frames
     def load_frames(self, input_path: Union[str, Path]) -> FrameSet:
-        from .video import input_fingerprint, load_frames
+        from .video import load_frames, video_sha256
 
         cfg = self.recipe.input
-        key = digest({"input": input_fingerprint(input_path), "config": cfg.model_dump(mode="json"),
+        key = digest({"input": video_sha256(input_path), "config": cfg.model_dump(mode="json"),
                       "version": FRAMES_VERSION})
         self.keys["frames"] = key
         start = time.perf_counter()

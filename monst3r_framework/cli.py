@@ -1,0 +1,285 @@
+"""Command line: ``monst3r-fw run | plugins | recipe check|show|schema | inspect | store ls | ...``.
+
+Errors meant for users print as one line and exit with code 2; ``--verbose`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import Monst3rFWError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="MonST3R as swappable stages: video -> depth, poses, intrinsics, dynamic masks, 4D points.")
+recipe_app = typer.Typer(no_args_is_help=True, help="Check, show and describe recipes.")
+store_app = typer.Typer(no_args_is_help=True, help="Look inside a run store.")
+app.add_typer(recipe_app, name="recipe")
+app.add_typer(store_app, name="store")
+
+console = Console(stderr=True)
+out_console = Console()
+STATE = {"verbose": False}
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "--debug", "-v", help="Show tracebacks and per-stage log lines.")] = False) -> None:
+    STATE["verbose"] = verbose
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+@contextmanager
+def rich_progress() -> Iterator[Any]:
+    """A rich Progress shared by all stages; yields a progress_factory for RunContext."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+                        disable=not console.is_terminal)
+
+    @contextmanager
+    def factory(total: int, description: str) -> Iterator[Any]:
+        task = progress.add_task(description, total=total)
+
+        class Handle:
+            def advance(self, n: int = 1) -> None:
+                progress.advance(task, n)
+
+        try:
+            yield Handle()
+        finally:
+            progress.update(task, completed=total)
+
+    with progress:
+        yield factory
+
+
+def timing_table(reports: list[Any], title: str = "stages") -> Table:
+    table = Table(title=title)
+    for col in ("stage", "key", "status", "seconds"):
+        table.add_column(col, justify="right" if col == "seconds" else "left")
+    for r in reports:
+        status = "cached" if r.cached else ("resumed" if getattr(r, "resumed", False) else "computed")
+        table.add_row(r.label, r.key, status, f"{r.seconds:.2f}")
+    table.add_row("total", "", "", f"{sum(r.seconds for r in reports):.2f}")
+    return table
+
+
+def _log(msg: str) -> None:
+    if STATE["verbose"] or "reusing" in msg or "redoing" in msg:
+        console.print(f"[dim]{msg}[/dim]")
+
+
+def _overrides(set_: Optional[list[str]], **extra: Any) -> list[str]:
+    out = list(set_ or [])
+    for key, value in extra.items():
+        if value is not None:
+            out.append(f"{key}={value}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/paper.yaml.")],
+    input: Annotated[str, typer.Argument(help="Video file (mp4, mov, avi, mkv, webm) or folder of images.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
+    store: Annotated[Optional[str], typer.Option(help="Run store (path or URL). Default: OUT/store.zarr; share one between runs to reuse stages.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key, e.g. stages.global_aligner.flow_loss_weight=0 (repeatable).")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="Pair-predictor weights (sets stages.pair_predictor.checkpoint; env MONST3R_CHECKPOINT).")] = None,
+    num_frames: Annotated[Optional[int], typer.Option(help="Keep at most N frames.")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="Keep every k-th frame.")] = None,
+    fps: Annotated[Optional[float], typer.Option(help="Resample the video to this frame rate first.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (default: the recipe's).")] = None,
+) -> None:
+    """Run a recipe on a video or image folder."""
+    from .runner import run_pipeline
+
+    overrides = _overrides(set_, **{"stages.pair_predictor.checkpoint": checkpoint, "input.num_frames": num_frames,
+                                    "input.stride": stride, "input.fps": fps})
+    with rich_progress() as factory:
+        result = run_pipeline(recipe, input, out, overrides=overrides, store=store, device=device,
+                              progress_factory=factory, log=_log)
+    out_console.print(timing_table(result.reports, title=f"run {result.run_id}"))
+    out_console.print(f"outputs: {result.out_dir}  (store: {result.store_location})")
+
+
+@app.command()
+def plugins(
+    details: Annotated[bool, typer.Option("--fields/--no-fields", help="Show each type's config fields.")] = True,
+) -> None:
+    """List stage kinds, their implementations, where each comes from, and their config fields."""
+    from .registry import build_registry
+
+    registry = build_registry()
+    for kind, entries in registry.by_kind().items():
+        table = Table(title=kind, show_lines=details)
+        table.add_column("type")
+        table.add_column("from")
+        if details:
+            table.add_column("config fields (type = default)")
+        for entry in entries:
+            row = [entry.name, f"{entry.plugin} · {entry.distribution}\n{entry.module}"]
+            if details:
+                lines = []
+                for fname, finfo in entry.cls.config_model.model_fields.items():
+                    if fname == "type":
+                        continue
+                    ann = getattr(finfo.annotation, "__name__", None) or str(finfo.annotation).replace("typing.", "")
+                    lines.append(f"{fname}: {ann} = {finfo.default!r}")
+                row.append("\n".join(lines) or "-")
+            table.add_row(*row)
+        if not entries:
+            table.add_row("(none installed)", "", *([""] if details else []))
+        out_console.print(table)
+
+
+@recipe_app.command("check")
+def recipe_check(
+    recipes: Annotated[list[Path], typer.Argument(help="Recipe files.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Overrides to apply before checking.")] = None,
+) -> None:
+    """Validate recipes against the installed stages (exit 2 on the first problem)."""
+    from .recipe import load_recipe
+
+    for path in recipes:
+        resolved, _ = load_recipe(path, overrides=list(set_ or []))
+        kinds = ", ".join(f"{k}={'off' if c is None else c.type}" for k, c in resolved.stages.items())  # type: ignore[attr-defined]
+        out_console.print(f"[green]ok[/green] {path}: {kinds}; exporters: "
+                          f"{', '.join(c.type for c in resolved.exporters) or 'none'}")  # type: ignore[attr-defined]
+
+
+@recipe_app.command("show")
+def recipe_show(
+    recipe: Annotated[Path, typer.Argument(help="Recipe file.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Overrides to apply.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
+) -> None:
+    """Print the fully resolved recipe (extends and overrides applied, every default filled in)."""
+    from .recipe import load_recipe
+
+    resolved, _ = load_recipe(recipe, overrides=list(set_ or []))
+    if as_json:
+        print(json.dumps(resolved.to_dict(), indent=2))
+    else:
+        print(resolved.to_yaml(), end="")
+
+
+@recipe_app.command("schema")
+def recipe_schema() -> None:
+    """Print the JSON Schema of recipes (for editors), built from the installed stages."""
+    from .recipe import recipe_json_schema
+    from .registry import build_registry
+
+    print(json.dumps(recipe_json_schema(build_registry()), indent=2))
+
+
+@app.command()
+def inspect(run_dir: Annotated[Path, typer.Argument(help="A run's output folder (holds run.json).")]) -> None:
+    """Show a run's stages: status, cached or not, timings, array shapes."""
+    from .runner import RECORDS
+    from .store import RunStore
+
+    status_path = run_dir / "run.json"
+    if not status_path.exists():
+        raise Monst3rFWError(f"{run_dir}: no run.json; pass the --out folder of a `monst3r-fw run`")
+    status = json.loads(status_path.read_text())
+    out_console.print(f"run {status.get('run_id')}: [bold]{status.get('status')}[/bold]  input {status.get('input')}  "
+                      f"device {status.get('device')}")
+    if status.get("error"):
+        out_console.print(f"error: {status['error']}")
+    table = Table()
+    for col in ("stage", "key", "status", "seconds", "arrays"):
+        table.add_column(col)
+    store = RunStore(status["store"], lock=False)
+    for rep in status.get("stages", []):
+        kind, key = rep["kind"], rep["key"]
+        arrays = ""
+        if kind in RECORDS or kind == "frames":
+            group = store.get_group(store.group_path(kind, key))
+            if group is not None:
+                arrays = "\n".join(f"{name} {tuple(arr.shape)} {arr.dtype}" for name, arr in sorted(group.arrays()))
+        state = "cached" if rep["cached"] else ("resumed" if rep.get("resumed") else "computed")
+        table.add_row(rep["label"], key, state, f"{rep['seconds']:.2f}", arrays)
+    out_console.print(table)
+
+
+@store_app.command("ls")
+def store_ls(store: Annotated[str, typer.Argument(help="Store path (e.g. out/store.zarr).")]) -> None:
+    """List stage results in a store: kind, type, key, complete, size, and the runs using them."""
+    from .store import RunStore
+
+    if "://" not in store and not Path(store).exists():
+        raise Monst3rFWError(f"store {store} does not exist")
+    st = RunStore(store, lock=False)
+    users: dict[str, list[str]] = {}
+    for run_id, attrs in st.runs().items():
+        for key in (attrs.get("keys") or {}).values():
+            users.setdefault(key, []).append(run_id)
+    table = Table()
+    for col in ("kind", "type", "key", "complete", "MB", "runs"):
+        table.add_column(col)
+    for kind, key, attrs in st.iter_stage_groups():
+        size = st.disk_bytes(kind, key)
+        table.add_row(kind, str(attrs.get("type", "")), key, str(attrs.get("complete") is True),
+                      f"{size / 1e6:.1f}" if size >= 0 else "?", ", ".join(users.get(key, [])))
+    out_console.print(table)
+
+
+def _register_optional() -> None:
+    for module_name in ("monst3r_framework.cli_eval", "monst3r_framework.cli_tools"):
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ImportError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(app)
+
+
+_register_optional()
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console-script entry point: one-line errors, exit 2 for user errors."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except Monst3rFWError as exc:
+        if STATE["verbose"]:
+            console.print_exception()
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted: completed stages are kept in the store; rerun the same command to resume")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        if STATE["verbose"]:
+            console.print_exception()
+        else:
+            console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)",
+                          soft_wrap=True, highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

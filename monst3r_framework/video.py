@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-
 from .errors import InputError
 from .stages import FrameSet
 
@@ -36,29 +34,6 @@ SQUARE_MODE = 224
 DEFAULT_FOLDER_FPS = 1.0
 
 ProgressFn = Callable[[int, int], None]
-
-
-class InputConfig(BaseModel):
-    """How to read and preprocess the input (the keyword arguments of :func:`load_frames`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    long_edge: int = Field(512, ge=16, le=4096, description=(
-        "Network resolution: 512 = resize the long side to 512 and centre-crop to multiples of 16 "
-        "(MonST3R's default); 224 = resize the short side to 224 and centre-crop 224x224."))
-    num_frames: Optional[int] = Field(None, ge=2, description=(
-        "Keep at most this many frames after subsampling (the official demo's --num_frames; "
-        "None keeps all)."))
-    stride: int = Field(1, ge=1, description="Keep every stride-th frame (exclusive with fps).")
-    fps: Optional[float] = Field(None, gt=0, description=(
-        "Subsample a video to about this frame rate: keep every round(video_fps / fps)-th frame "
-        "(the official demo's --fps). Image folders need folder_fps for this."))
-    start_frame: int = Field(0, ge=0, description="Skip the frames before this index.")
-    square_ok: bool = Field(False, description=(
-        "In the long-edge mode, keep square inputs square instead of cropping them to 4:3."))
-    folder_fps: Optional[float] = Field(None, gt=0, description=(
-        "Frame rate of an image folder (timestamps and fps subsampling); default: timestamps are "
-        "the frame index."))
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,13 +153,18 @@ def natural_key(name: str) -> tuple:
 
 
 def frame_interval(source_fps: Optional[float], fps: Optional[float], stride: int) -> int:
-    """Step between kept frames: ``max(1, round(source_fps / fps))`` when ``fps`` is set, else ``stride``."""
+    """Step between kept frames, in source frames.
+
+    ``fps`` first resamples to about that rate, keeping every ``max(1, round(source_fps / fps))``-th
+    frame (the official demo's rule, Python half-to-even rounding); ``stride`` then keeps every
+    ``stride``-th of those. So the step is ``max(1, round(source_fps / fps)) * stride``.
+    """
     if fps is None:
         return stride
     if source_fps is None or not math.isfinite(source_fps) or source_fps <= 0:
         raise InputError("fps subsampling needs the source frame rate, which is unknown here; "
                          "use stride instead (or folder_fps for an image folder)")
-    return max(1, _round_half_even(source_fps / fps))
+    return max(1, _round_half_even(source_fps / fps)) * stride
 
 
 def _is_selected(index: int, start: int, step: int) -> bool:
@@ -210,9 +190,6 @@ def _validate_options(long_edge: int, num_frames: Optional[int], stride: int, fp
         if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
                                       and math.isfinite(value) and value > 0):
             raise bad(f"{name} must be a positive number or None, got {value!r}")
-    if fps is not None and stride != 1:
-        raise bad(f"give either fps ({fps}) or stride ({stride}), not both; fps already sets the "
-                  "step between frames")
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,8 +333,8 @@ def load_frames(
     """Read a video file or an image folder and preprocess it as the official MonST3R loader does.
 
     Frames are selected as ``range(start_frame, n, step)[:num_frames]`` where ``step`` is
-    ``max(1, round(source_fps / fps))`` when ``fps`` is given (the official demo's rule) and
-    ``stride`` otherwise. Each kept frame is resized and centre-cropped by :func:`plan_resize`.
+    ``max(1, round(source_fps / fps)) * stride`` when ``fps`` is given (the official demo's rule,
+    then the stride) and ``stride`` otherwise. Each kept frame is resized and centre-cropped by :func:`plan_resize`.
     Only one full-resolution frame is held in memory at a time.
 
     Args:
@@ -365,7 +342,7 @@ def load_frames(
             .tif .tiff .webp), sorted naturally (``frame_2`` before ``frame_10``).
         long_edge: 512-style long-edge mode at this size, or 224 for the square mode.
         num_frames: keep at most this many frames after subsampling; None keeps all.
-        stride: keep every ``stride``-th frame (exclusive with ``fps``).
+        stride: keep every ``stride``-th frame (after the ``fps`` resampling, if any).
         fps: target frame rate for subsampling (videos, or folders with ``folder_fps``).
         start_frame: first frame index considered.
         square_ok: keep square frames square in the long-edge mode (else 4:3).
@@ -455,27 +432,34 @@ def _load_video(path: Path, *, long_edge: int, num_frames: Optional[int], stride
     expected = _expected_count(count_hint, start_frame, step, num_frames)
 
     plan: Optional[ResizePlan] = None
-    frames: list[np.ndarray] = []
+    # Network-resolution frames go into one preallocated buffer sized from the container's frame
+    # count (grown by doubling when that count was low), so there is no list + stack copy.
+    rgb = np.empty((0, 0, 0, 3), np.uint8)
     indices: list[int] = []
     seen = [0]
     for index, frame in _iter_video(path, start_frame, step, num_frames, seen):
         if plan is None:
             plan = plan_resize(frame.shape[1], frame.shape[0], long_edge, square_ok)
-        frames.append(plan.apply(Image.fromarray(frame)))
+            rgb = np.empty((max(expected, 2), *plan.network_hw, 3), np.uint8)
+        k = len(indices)
+        if k == len(rgb):
+            rgb = np.concatenate([rgb, np.empty_like(rgb)])
+        rgb[k] = plan.apply(Image.fromarray(frame))
         indices.append(index)
         if progress is not None:
-            progress(len(frames), max(expected, len(frames)))
-    if len(frames) < 2:
+            progress(k + 1, max(expected, k + 1))
+    n_kept = len(indices)
+    if n_kept < 2:
         # Fewer than 2 kept frames means the whole video was scanned, so seen[0] is its length.
         if seen[0] == 0:
             raise InputError(f"input {path}: no frame can be decoded (corrupt or truncated video); "
                              "re-encode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`")
-        raise _too_few(path, seen[0], len(frames), start_frame, step, num_frames)
+        raise _too_few(path, seen[0], n_kept, start_frame, step, num_frames)
     assert plan is not None
     frame_index = np.asarray(indices, np.int64)
     rate = source_fps if source_fps is not None else DEFAULT_FOLDER_FPS
     return FrameSet(
-        rgb=np.stack(frames), frame_index=frame_index, timestamps=frame_index.astype(np.float64) / rate,
+        rgb=rgb if n_kept == len(rgb) else rgb[:n_kept].copy(), frame_index=frame_index, timestamps=frame_index.astype(np.float64) / rate,
         original_hw=(plan.original_wh[1], plan.original_wh[0]), network_from_original=_as_tuples(plan),
         source=str(path),
     )
@@ -517,7 +501,7 @@ def _hash_file(digest: "hashlib._Hash", path: Path, chunk_bytes: int) -> None:
 
 
 __all__ = [
-    "VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "InputConfig", "ResizePlan", "plan_resize", "natural_key",
+    "VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS", "ResizePlan", "plan_resize", "natural_key",
     "frame_interval", "list_images", "load_frames", "video_sha256", "write_test_video",
 ]
 

@@ -141,7 +141,8 @@ def test_store_lock_refuses_second_run(tmp_path):
 
 def test_concurrent_cli_run_is_refused(tmp_path, clip):
     out = tmp_path / "busy"
-    first = _cli(["run", str(TOY), str(clip), "--out", str(out)], _env({"TOY_DELAY": "0.3"}))
+    # 1 s per pair keeps the first run inside its pair stage (18 pairs) while the second one starts
+    first = _cli(["run", str(TOY), str(clip), "--out", str(out)], _env({"TOY_DELAY": "1.0"}))
     try:
         _wait_for_incomplete_pairs(out / "store.zarr")
         second = _cli(["run", str(TOY), str(clip), "--out", str(tmp_path / "other"), "--store", str(out / "store.zarr")],

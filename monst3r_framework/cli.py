@@ -185,6 +185,21 @@ def recipe_schema() -> None:
     print(json.dumps(recipe_json_schema(build_registry()), indent=2))
 
 
+@recipe_app.command("reference")
+def recipe_reference(
+    write: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout (e.g. docs/recipe-reference.md).")] = None,
+) -> None:
+    """Print the Markdown reference of every recipe key (generated from the installed stages)."""
+    from .recipe import recipe_reference_markdown
+    from .registry import build_registry
+
+    text = recipe_reference_markdown(build_registry())
+    if write is None:
+        print(text, end="")
+    else:
+        write.write_text(text)
+
+
 @app.command()
 def inspect(run_dir: Annotated[Path, typer.Argument(help="A run's output folder (holds run.json).")]) -> None:
     """Show a run's stages: status, cached or not, timings, array shapes."""

@@ -4,6 +4,7 @@ image resolution, written with pycolmap. Layout and conventions: docs/exporters.
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 from typing import Literal, Optional
 
 import numpy as np
@@ -36,7 +37,7 @@ class ColmapConfig(StageConfig):
     image_name: str = Field("frame_{i:04d}.png", description="Image name pattern; {i} is the frame's position in the run.")
 
 
-def _require_pycolmap(where: str):  # -> module
+def _require_pycolmap(where: str) -> ModuleType:
     try:
         import pycolmap
     except ImportError as exc:

@@ -35,17 +35,25 @@ from .config import NetworkConfig, config_from_model_string
 from .model import Monst3rNetwork
 
 CHECKPOINT_ENV = "MONST3R_CHECKPOINT"
+DUST3R_CHECKPOINT_ENV = "DUST3R_CHECKPOINT"
 OFFICIAL_REPO = "https://github.com/Junyi42/monst3r"
 OFFICIAL_HF = "Junyi42/MonST3R_PO-TA-S-W_ViTLarge_BaseDecoder_512_dpt"
+DUST3R_REPO = "https://github.com/naver/dust3r"
+DUST3R_HF = "naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt"
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
 def weights_hint(env_var: str = CHECKPOINT_ENV) -> str:
+    if env_var == DUST3R_CHECKPOINT_ENV:
+        what = (f"the official DUSt3R weights (e.g. DUSt3R_ViTLarge_BaseDecoder_512_dpt.pth, see the README of "
+                f"{DUST3R_REPO}, or Hugging Face {DUST3R_HF})")
+    else:
+        what = (f"the official weights (MonST3R_PO-TA-S-W_ViTLarge_BaseDecoder_512_dpt.pth, see the README of "
+                f"{OFFICIAL_REPO}, or Hugging Face {OFFICIAL_HF})")
     return (
-        f"download the official weights (MonST3R_PO-TA-S-W_ViTLarge_BaseDecoder_512_dpt.pth, see the README of "
-        f"{OFFICIAL_REPO}, or Hugging Face {OFFICIAL_HF}) and point to the file with --checkpoint, "
-        f"the {env_var} environment variable, or the recipe key stages.pair_predictor.checkpoint"
+        f"download {what} and point to the file with --checkpoint, the {env_var} environment variable, "
+        "or the recipe key stages.pair_predictor.checkpoint"
     )
 
 

@@ -279,8 +279,9 @@ class SeaRaft(nn.Module):
         keep = capture is not None
         cap["pad_lrtb"] = lrtb
 
-        x1 = pad_replicate(2 * (image1 / 255.0) - 1.0, lrtb)
-        x2 = pad_replicate(2 * (image2 / 255.0) - 1.0, lrtb)
+        # contiguous(): channels-last inputs (e.g. permuted HWC frames) would pick other conv kernels.
+        x1 = pad_replicate((2 * (image1 / 255.0) - 1.0).contiguous(), lrtb)
+        x2 = pad_replicate((2 * (image2 / 255.0) - 1.0).contiguous(), lrtb)
 
         ctx_feat = self.cnet(torch.cat([x1, x2], dim=1))
         c = self.init_conv(ctx_feat)

@@ -67,8 +67,11 @@ def observations_original(scene: SceneArrays, idx: np.ndarray, network_from_orig
 
 
 class ColmapExporter(AtomicExporter):
-    """COLMAP model: one PINHOLE camera per frame (or one shared), world-to-camera image poses, and
-    confident static points each observed in the frame it came from."""
+    """COLMAP sparse model (PINHOLE cameras at original resolution, world-to-camera poses, static points).
+
+    One camera per frame (or one shared), and confident static points each observed in the frame
+    they came from; written with pycolmap.
+    """
 
     name = "colmap"
     config_model = ColmapConfig

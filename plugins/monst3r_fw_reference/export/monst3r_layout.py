@@ -75,8 +75,10 @@ class Monst3rLayoutConfig(StageConfig):
 
 
 class Monst3rLayoutExporter(AtomicExporter):
-    """The official MonST3R demo output folder (pred_traj.txt, pred_intrinsics.txt, per-frame depth,
-    confidence, masks and RGB)."""
+    """The official MonST3R demo output folder, so MonST3R's viewer and evaluation scripts read our runs.
+
+    pred_traj.txt, pred_intrinsics.txt, per-frame depth, confidence, dynamic masks and RGB frames.
+    """
 
     name = "monst3r_layout"
     config_model = Monst3rLayoutConfig

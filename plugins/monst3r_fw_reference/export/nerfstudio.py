@@ -49,8 +49,10 @@ def nerfstudio_intrinsics(k: np.ndarray) -> dict[str, float]:
 
 
 class NerfstudioExporter(AtomicExporter):
-    """transforms.json with per-frame intrinsics and OpenGL camera-to-world matrices, plus images,
-    optional masks (dynamic = ignore), 16-bit depth and a static point cloud."""
+    """nerfstudio dataset: transforms.json (per-frame intrinsics, OpenGL camera-to-world) and images.
+
+    Optionally masks (dynamic pixels = 0 = ignore), 16-bit depth and a static point cloud.
+    """
 
     name = "nerfstudio"
     config_model = NerfstudioConfig

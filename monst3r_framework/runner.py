@@ -303,7 +303,8 @@ class Runner:
             masks=pick(s, "mask_builder", masks)))
         if recon is None:
             recon = reconstruction_from_cameras(frames, init, masks)
-        run_info = {"run_id": self.run_id, "recipe_digest": self.recipe.digest(), "keys": dict(self.keys),
+        run_info = {"run_id": self.run_id, "config_hash": self.recipe.digest(), "recipe": self.recipe.to_dict(),
+                    "keys": dict(self.keys),
                     "n_frames": frames.n_frames, "size_hw": list(frames.size_hw), "source": frames.source}
         self.run_exporters(ExportInputs(frames=frames, reconstruction=recon, out_dir=self.out_dir, init=init,
                                         masks=masks, predictions=preds, run_info=run_info))

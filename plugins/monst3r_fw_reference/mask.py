@@ -1,0 +1,416 @@
+"""Mask builders: ``flow_static`` (MonST3R's flow-residual motion mask), ``user_masks`` (PNG folder)
+and ``sam2_refine`` (flow mask refined by the SAM2 video predictor, optional extra).
+
+``flow_static`` follows MonST3R's ``PointCloudOptimizer.get_motion_mask_from_pairs``. For every
+unordered pair {a, b} of the (symmetrised) graph the official code builds a two-view ``PairViewer``
+from the pair's own two directed predictions (a, b) and (b, a) alone, independent of any global pose:
+
+* focal of each view: Weiszfeld estimate on its own view-1 pointmap (``pts3d_i`` of (a, b) for a,
+  of (b, a) for b), principal point ``(W/2, H/2)``;
+* relative pose of each view: PnP-RANSAC (SQPnP, 100 iterations, 5 px) of that view's points as
+  predicted in the *other* camera (``pts3d_j`` of (b, a) for a) against its pixel grid, using the
+  pixels whose pair-level confidence (max over the two predictions) exceeds ``min_conf_thr`` = 3;
+* the world frame is the camera of the more confident direction (score = mean conf_i * mean
+  conf_j): that view keeps identity and its own ``pts3d_i`` depth; the other view gets its PnP
+  pose and the depth of its ``pts3d_j`` points seen from that pose;
+* ego flow a->b = :func:`geometry.ego_flow` with that depth, the two poses and the two focals; the
+  error map is ``||ego flow - estimated flow||`` (vector norm), min-max normalised per pair over the
+  whole image, and the same for b->a;
+* per frame, the mean of its normalised error maps over all its pairs, thresholded at
+  ``threshold`` (``motion_mask_thre`` = 0.35): above = dynamic.
+
+``pose_source: solver`` replaces the per-pair PairViewer by the pose solver's global cameras and
+depths (cheaper, not the official path).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import ClassVar, Literal, Optional
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from monst3r_framework.errors import InputError, StageError
+from monst3r_framework.stages import (
+    CameraTrajectory, DynamicMasks, FlowField, FrameSet, MaskBuilder, MaskInputs, PairPredictions, RunContext,
+    StageConfig,
+)
+
+from .geometry import ego_flow, estimate_focal_knowing_depth
+from .pose import pnp_world_from_cam, principal_point
+
+__all__ = ["FlowStaticConfig", "FlowStaticMask", "UserMasksConfig", "UserMasks", "SAM2RefineConfig", "SAM2Refine",
+           "flow_residual_maps", "STAGES"]
+
+
+# --------------------------------------------------------------------------------------------
+# flow_static
+# --------------------------------------------------------------------------------------------
+
+
+class FlowStaticConfig(StageConfig):
+    type: Literal["flow_static"] = "flow_static"
+    threshold: float = Field(0.35, ge=0, le=1, description="Dynamic where the mean normalised flow residual exceeds "
+                             "this (official motion_mask_thre 0.35).")
+    pose_source: Literal["pair", "solver"] = Field(
+        "pair", description="'pair': each pair's own two-view poses and depths (official PairViewer); "
+        "'solver': the pose solver's global cameras and depths.")
+    pnp_iterations: int = Field(100, ge=1, le=100000, description="RANSAC iterations of the per-pair PnP (official 100).")
+    reprojection_px: float = Field(5.0, gt=0, description="Per-pair PnP inlier threshold in pixels (official 5).")
+    min_conf_thr: float = Field(3.0, ge=0, description="Per-pair PnP uses pixels whose confidence exceeds this (official 3).")
+    min_pnp_points: int = Field(64, ge=4, description="If fewer pixels pass min_conf_thr, use the more confident half "
+                                "(the official code falls back to an identity pose).")
+    max_pnp_points: Optional[int] = Field(None, ge=16, description="Random subsample of PnP correspondences for "
+                                          "speed; null = all (official).")
+    principal_point: Literal["center", "pixel_center"] = Field(
+        "center", description="Per-pair camera principal point: (W/2, H/2) official, or ((W-1)/2, (H-1)/2).")
+    num_workers: int = Field(0, ge=0, le=256, description="Threads for the per-pair PnP; 0 = one per CPU core.")
+    batch_size: int = Field(16, ge=1, le=4096, description="Pairs per batched focal / ego-flow computation.")
+
+
+def _pair_index(pairs: np.ndarray) -> dict[tuple[int, int], int]:
+    index: dict[tuple[int, int], int] = {}
+    for k, (i, j) in enumerate(np.asarray(pairs, np.int64).tolist()):
+        index.setdefault((i, j), k)
+    return index
+
+
+def _flow_lookup(flow: FlowField):
+    """Return ``get(a, b) -> (H, W, 2) float32`` flow from frame a to frame b, or None if absent."""
+    index = _pair_index(flow.pairs)
+
+    def get(a: int, b: int) -> Optional[np.ndarray]:
+        if (a, b) in index:
+            return np.asarray(flow.flow_ij[index[(a, b)]], np.float32)
+        if (b, a) in index:
+            return np.asarray(flow.flow_ji[index[(b, a)]], np.float32)
+        return None
+
+    return get
+
+
+def _normalise(err: torch.Tensor) -> torch.Tensor:
+    """Per-map min-max normalisation of (B, H, W) error maps (constant maps -> 0)."""
+    lo = err.amin(dim=(1, 2), keepdim=True)
+    hi = err.amax(dim=(1, 2), keepdim=True)
+    return (err - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def _pair_views(pred: PairPredictions, a: int, b: int, k_ab: int, k_ba: Optional[int], focals: dict[int, float],
+                cfg: FlowStaticConfig, pp: tuple[float, float], seed: int):
+    """Two-view geometry of the unordered pair {a, b} with PairViewer semantics.
+
+    Returns (world_from_cam_a, world_from_cam_b, depth_a, depth_b, focal_a, focal_b).
+    """
+    def conf_mask(conf: np.ndarray) -> np.ndarray:
+        mask = conf > cfg.min_conf_thr
+        if mask.sum() < cfg.min_pnp_points:
+            mask = conf >= np.median(conf)
+        return mask
+
+    def pose_or_eye(pts: np.ndarray, conf: np.ndarray, focal: float, s: int) -> np.ndarray:
+        res = pnp_world_from_cam(pts, conf_mask(conf), focal, pp, cfg.pnp_iterations, cfg.reprojection_px,
+                                 cfg.max_pnp_points, seed=s)
+        return np.eye(4) if res is None else res[0]
+
+    ci_ab, cj_ab = np.asarray(pred.conf_i[k_ab], np.float32), np.asarray(pred.conf_j[k_ab], np.float32)
+    pi_ab, pj_ab = np.asarray(pred.pts3d_i[k_ab], np.float64), np.asarray(pred.pts3d_j[k_ab], np.float64)
+    f_a = focals[k_ab]
+    if k_ba is None:  # one direction only: world = camera a
+        f_b = f_a
+        pose_b = pose_or_eye(pj_ab, cj_ab, f_b, seed)
+        depth_b = _depth_in(pose_b, pj_ab)
+        return np.eye(4), pose_b, pi_ab[..., 2], depth_b, f_a, f_b
+    ci_ba, cj_ba = np.asarray(pred.conf_i[k_ba], np.float32), np.asarray(pred.conf_j[k_ba], np.float32)
+    pi_ba, pj_ba = np.asarray(pred.pts3d_i[k_ba], np.float64), np.asarray(pred.pts3d_j[k_ba], np.float64)
+    f_b = focals[k_ba]
+    im_conf_a = np.maximum(ci_ab, cj_ba)
+    im_conf_b = np.maximum(cj_ab, ci_ba)
+    score_a = float(ci_ab.mean()) * float(cj_ab.mean())
+    score_b = float(ci_ba.mean()) * float(cj_ba.mean())
+    if score_a > score_b:  # world = camera a
+        pose_b = pose_or_eye(pj_ab, im_conf_b, f_b, seed)  # cam b -> cam a
+        return np.eye(4), pose_b, pi_ab[..., 2], _depth_in(pose_b, pj_ab), f_a, f_b
+    pose_a = pose_or_eye(pj_ba, im_conf_a, f_a, seed)  # cam a -> cam b
+    return pose_a, np.eye(4), _depth_in(pose_a, pj_ba), pi_ba[..., 2], f_a, f_b
+
+
+def _depth_in(world_from_cam: np.ndarray, pts_world: np.ndarray) -> np.ndarray:
+    cam_from_world = np.linalg.inv(world_from_cam)
+    return pts_world @ cam_from_world[2, :3] + cam_from_world[2, 3]
+
+
+def _intrinsics(f: np.ndarray, pp: tuple[float, float]) -> torch.Tensor:
+    k = torch.zeros((len(f), 3, 3), dtype=torch.float64)
+    k[:, 0, 0] = k[:, 1, 1] = torch.as_tensor(f, dtype=torch.float64)
+    k[:, 0, 2], k[:, 1, 2] = pp
+    k[:, 2, 2] = 1.0
+    return k
+
+
+def flow_residual_maps(
+    frames: FrameSet, predictions: Optional[PairPredictions], flow: FlowField, cfg: FlowStaticConfig,
+    cameras: Optional[CameraTrajectory] = None, ctx: Optional[RunContext] = None,
+) -> np.ndarray:
+    """Per-frame mean of per-pair min-max-normalised ``||ego flow - flow||`` maps.
+
+    Returns:
+        (F, H, W) float32 in [0, 1]; frames in no pair get 0.
+    """
+    ctx = ctx or RunContext()
+    n = frames.n_frames
+    h, w = frames.size_hw
+    pp = principal_point(h, w, cfg.principal_point)
+    get_flow = _flow_lookup(flow)
+
+    if cfg.pose_source == "solver":
+        if cameras is None:
+            raise StageError("mask_builder flow_static: pose_source 'solver' needs the pose solver's cameras; "
+                             "enable a pose_solver or set pose_source: pair")
+        edges = sorted({(min(i, j), max(i, j)) for i, j in np.asarray(flow.pairs, np.int64).tolist()})
+        c2w = np.asarray(cameras.world_from_cam, np.float64)
+        kk = np.asarray(cameras.intrinsics, np.float64)
+        views = {(a, b): (c2w[a], c2w[b], np.asarray(cameras.depth[a], np.float64),
+                          np.asarray(cameras.depth[b], np.float64), kk[a], kk[b]) for a, b in edges}
+    else:
+        if predictions is None:
+            raise StageError("mask_builder flow_static: needs pair predictions (pose_source 'pair'); "
+                             "enable the pair_predictor or set pose_source: solver")
+        index = _pair_index(predictions.pairs)
+        edges = []
+        for (i, j), k in index.items():
+            if i == j:
+                continue
+            if (j, i) in index and (j, i) < (i, j):
+                continue  # handled from the other direction
+            edges.append((i, j))
+        # focals of every directed pair's view 1 (only those needed), batched Weiszfeld
+        need = sorted({index[e] for e in edges} | {index[(b, a)] for a, b in edges if (b, a) in index})
+        focals: dict[int, float] = {}
+        for s in range(0, len(need), cfg.batch_size):
+            ks = need[s:s + cfg.batch_size]
+            batch = torch.from_numpy(np.stack([np.asarray(predictions.pts3d_i[k], np.float32) for k in ks]))
+            f = estimate_focal_knowing_depth(batch, torch.tensor(pp, dtype=torch.float32)).double().numpy()
+            focals.update(zip(ks, f.tolist()))
+
+        def work(e: tuple[int, int]):
+            a, b = e
+            pa, pb, da, db, fa, fb = _pair_views(predictions, a, b, index[e], index.get((b, a)), focals, cfg, pp,
+                                                 seed=ctx.seed + 7919 * a + b)
+            ka, kb = _intrinsics(np.array([fa]), pp)[0].numpy(), _intrinsics(np.array([fb]), pp)[0].numpy()
+            return e, (pa, pb, da, db, ka, kb)
+
+        workers = cfg.num_workers or max(1, os.cpu_count() or 1)
+        with ctx.progress(len(edges), "flow_static: pair poses") as bar:
+            if workers > 1 and len(edges) > 1:
+                with ThreadPoolExecutor(workers) as pool:
+                    views = dict(pool.map(work, edges))
+            else:
+                views = dict(map(work, edges))
+            bar.advance(len(edges))
+
+    total = np.zeros((n, h, w), np.float64)
+    count = np.zeros(n, np.int64)
+    missing = [e for e in edges if get_flow(*e) is None]
+    if missing:
+        raise StageError(f"mask_builder flow_static: no flow for pairs {missing[:5]}; the flow estimator must run "
+                         "on the same scene graph as the pair predictor")
+    for s in range(0, len(edges), cfg.batch_size):
+        chunk = edges[s:s + cfg.batch_size]
+        pa, pb, da, db, ka, kb = (torch.from_numpy(np.stack([views[e][m] for e in chunk])) for m in range(6))
+        ra, ta, rb, tb = pa[:, :3, :3], pa[:, :3, 3:], pb[:, :3, :3], pb[:, :3, 3:]
+        ego_ab, _ = ego_flow(ra, ta, rb, tb, 1.0 / (da[:, None] + 1e-6), kb, torch.linalg.inv(ka))
+        ego_ba, _ = ego_flow(rb, tb, ra, ta, 1.0 / (db[:, None] + 1e-6), ka, torch.linalg.inv(kb))
+        f_ab = torch.from_numpy(np.stack([get_flow(a, b) for a, b in chunk])).double()
+        f_ba = torch.from_numpy(np.stack([get_flow(b, a) for a, b in chunk])).double()
+        err_a = _normalise((ego_ab[:, :2].permute(0, 2, 3, 1) - f_ab).norm(dim=-1)).numpy()
+        err_b = _normalise((ego_ba[:, :2].permute(0, 2, 3, 1) - f_ba).norm(dim=-1)).numpy()
+        for m, (a, b) in enumerate(chunk):
+            total[a] += err_a[m]
+            total[b] += err_b[m]
+            count[a] += 1
+            count[b] += 1
+    return (total / np.maximum(count, 1)[:, None, None]).astype(np.float32)
+
+
+class FlowStaticMask(MaskBuilder):
+    """Dynamic masks from the residual between estimated flow and camera-induced (ego) flow.
+
+    Output :class:`DynamicMasks`: dynamic (F, H, W) bool (error > threshold), error (F, H, W)
+    float32 in [0, 1] = per-frame mean of per-pair min-max-normalised residuals, source "flow".
+    """
+
+    name: ClassVar[str] = "flow_static"
+    config_model = FlowStaticConfig
+    config: FlowStaticConfig
+    requires: ClassVar[frozenset[str]] = frozenset({"flow_estimator"})
+
+    def run(self, inputs: MaskInputs, ctx: RunContext) -> DynamicMasks:
+        if inputs.flow is None:
+            raise StageError("mask_builder flow_static: needs optical flow; enable a flow_estimator "
+                             "(e.g. type: opencv_dis) in the recipe")
+        err = flow_residual_maps(inputs.frames, inputs.predictions, inputs.flow, self.config, inputs.cameras, ctx)
+        return DynamicMasks(dynamic=err > self.config.threshold, error=err, source="flow")
+
+
+# --------------------------------------------------------------------------------------------
+# user_masks
+# --------------------------------------------------------------------------------------------
+
+
+class UserMasksConfig(StageConfig):
+    type: Literal["user_masks"] = "user_masks"
+    path: Optional[str] = Field(None, description="Folder of per-frame PNG masks named with the frame number "
+                                "(e.g. mask_0007.png for frame 7 of the original video, or 0..F-1).")
+    dynamic_is: Literal["white", "black"] = Field("white", description="Which pixel value marks dynamic pixels.")
+    threshold: int = Field(127, ge=0, le=254, description="Grey level separating the two classes.")
+
+
+_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+class UserMasks(MaskBuilder):
+    """Dynamic masks read from a folder of PNG files, mapped to network resolution (nearest).
+
+    Files are matched to frames by the last number in their name: first against the frames'
+    original indices (``FrameSet.frame_index``), else against 0..F-1. Masks at network size are
+    used as they are; masks at the original video size are mapped through
+    ``FrameSet.network_from_original`` (resize + crop); any other size is first resized to the original size.
+    """
+
+    name: ClassVar[str] = "user_masks"
+    config_model = UserMasksConfig
+    config: UserMasksConfig
+    reads: ClassVar[frozenset[str]] = frozenset()
+
+    def run(self, inputs: MaskInputs, ctx: RunContext) -> DynamicMasks:
+        from PIL import Image
+
+        cfg = self.config
+        if not cfg.path:
+            raise InputError("mask_builder user_masks: no `path` set; pass the folder of PNG masks "
+                             "(stages.mask_builder.path=DIR)")
+        folder = Path(cfg.path).expanduser()
+        if not folder.is_dir():
+            raise InputError(f"mask_builder user_masks: folder not found: {folder}; pass an existing folder of PNG masks")
+        files: dict[int, Path] = {}
+        for p in sorted(folder.glob("*.png")):
+            m = _NUMBER.search(p.stem)
+            if m is None:
+                raise InputError(f"mask_builder user_masks: {p.name} has no frame number in its name; "
+                                 "name masks like mask_0007.png")
+            num = int(m.group(1))
+            if num in files:
+                raise InputError(f"mask_builder user_masks: {files[num].name} and {p.name} both claim frame {num}; "
+                                 "keep one mask per frame")
+            files[num] = p
+        frames = inputs.frames
+        wanted = [int(v) for v in np.asarray(frames.frame_index)]
+        if not all(v in files for v in wanted):
+            positional = list(range(frames.n_frames))
+            if all(v in files for v in positional):
+                wanted = positional
+            else:
+                lacking = [v for v in wanted if v not in files]
+                raise InputError(f"mask_builder user_masks: {folder} lacks masks for frames {lacking[:10]} "
+                                 f"({len(lacking)} of {frames.n_frames}; found numbers "
+                                 f"{sorted(files)[:5]}...); provide one PNG per frame numbered by original "
+                                 f"frame index or 0..{frames.n_frames - 1}")
+        h, w = frames.size_hw
+        oh, ow = frames.original_hw
+        out = np.zeros((frames.n_frames, h, w), bool)
+        # network pixel centre -> original pixel (nearest)
+        orig_from_net = frames.original_from_network()
+        ys, xs = np.mgrid[0:h, 0:w]
+        src = np.stack([xs, ys, np.ones_like(xs)], -1).reshape(-1, 3) @ orig_from_net.T
+        sx = np.clip(np.rint(src[:, 0]), 0, ow - 1).astype(np.int64)
+        sy = np.clip(np.rint(src[:, 1]), 0, oh - 1).astype(np.int64)
+        for k, num in enumerate(wanted):
+            img = Image.open(files[num]).convert("L")
+            if img.size == (w, h):
+                arr = np.asarray(img)
+            else:
+                if img.size != (ow, oh):
+                    img = img.resize((ow, oh), Image.NEAREST)
+                arr = np.asarray(img)[sy, sx].reshape(h, w)
+            mask = arr > cfg.threshold
+            out[k] = mask if cfg.dynamic_is == "white" else ~mask
+        return DynamicMasks(dynamic=out, error=None, source="user")
+
+
+# --------------------------------------------------------------------------------------------
+# sam2_refine
+# --------------------------------------------------------------------------------------------
+
+
+class SAM2RefineConfig(FlowStaticConfig):
+    type: Literal["sam2_refine"] = "sam2_refine"  # type: ignore[assignment]
+    checkpoint: Optional[str] = Field(None, description="SAM2 checkpoint (.pt), e.g. sam2.1_hiera_large.pt.")
+    model_cfg: str = Field("configs/sam2.1/sam2.1_hiera_l.yaml", description="SAM2 model config name (official: "
+                           "configs/sam2.1/sam2.1_hiera_l.yaml).")
+
+
+class SAM2Refine(MaskBuilder):
+    """``flow_static`` masks refined by the SAM2 video predictor and OR-ed in (official ``sam2_mask_refine``).
+
+    As the official code: the flow masks of the odd frames prompt SAM2 and its propagation gives
+    the even frames' masks, then the even frames prompt the odd ones; each frame's final mask is
+    its flow mask OR its SAM2 mask. Needs the optional ``sam2`` package and a checkpoint.
+    """
+
+    name: ClassVar[str] = "sam2_refine"
+    config_model = SAM2RefineConfig
+    config: SAM2RefineConfig
+    requires: ClassVar[frozenset[str]] = frozenset({"flow_estimator"})
+
+    def setup(self, ctx: RunContext) -> None:
+        try:
+            import sam2  # noqa: F401
+        except ImportError as exc:
+            raise StageError("mask_builder sam2_refine: the sam2 package is not installed: "
+                             "pip install monst3r-fw[sam2] and set stages.mask_builder.checkpoint") from exc
+        if not self.config.checkpoint or not Path(self.config.checkpoint).expanduser().is_file():
+            raise StageError(f"mask_builder sam2_refine: SAM2 checkpoint not found ({self.config.checkpoint!r}): "
+                             "download sam2.1_hiera_large.pt and set stages.mask_builder.checkpoint")
+
+    def run(self, inputs: MaskInputs, ctx: RunContext) -> DynamicMasks:
+        self.setup(ctx)
+        base = FlowStaticMask(FlowStaticConfig(**{k: v for k, v in self.config.model_dump().items()
+                                                  if k in FlowStaticConfig.model_fields and k != "type"}))
+        flow_masks = base.run(inputs, ctx)
+        refined = self._refine(np.asarray(inputs.frames.rgb), np.asarray(flow_masks.dynamic), ctx)
+        return DynamicMasks(dynamic=np.asarray(flow_masks.dynamic) | refined, error=flow_masks.error, source="sam2")
+
+    def _refine(self, rgb: np.ndarray, masks: np.ndarray, ctx: RunContext) -> np.ndarray:
+        from PIL import Image
+        from sam2.build_sam import build_sam2_video_predictor
+
+        device = ctx.device if ctx.device.startswith("cuda") and torch.cuda.is_available() else "cpu"
+        predictor = build_sam2_video_predictor(self.config.model_cfg, str(Path(self.config.checkpoint).expanduser()),
+                                               device=device)
+        n = len(rgb)
+        out = np.zeros_like(masks, dtype=bool)
+        with tempfile.TemporaryDirectory() as tmp:
+            for k, img in enumerate(rgb):  # the public SAM2 API reads a folder of JPEG frames
+                Image.fromarray(img).save(Path(tmp) / f"{k:05d}.jpg", quality=95)
+            autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device != "cpu" else torch.no_grad()
+            with torch.inference_mode(), autocast:
+                state = predictor.init_state(video_path=tmp)
+                for prompt_parity in (1, 0):  # odd frames prompt the even ones, then the reverse
+                    predictor.reset_state(state)
+                    for k in range(n):
+                        if k % 2 == prompt_parity:
+                            predictor.add_new_mask(state, frame_idx=k, obj_id=1, mask=masks[k])
+                    for k, obj_ids, logits in predictor.propagate_in_video(state, start_frame_idx=0):
+                        if k % 2 != prompt_parity and 1 in list(obj_ids):
+                            out[k] = (logits[list(obj_ids).index(1)] > 0.0).cpu().numpy().reshape(out.shape[1:])
+        return out
+
+
+STAGES = (FlowStaticMask, UserMasks, SAM2Refine)

@@ -87,10 +87,21 @@ def model() -> Monst3rNetwork:
     return load_model(_verified("tiny_checkpoint.pth"), "cpu")
 
 
+@lru_cache(maxsize=None)
+def _tiny_checkpoint():
+    return read_checkpoint(_verified("tiny_checkpoint.pth"))
+
+
+def _tiny_model(config: NetworkConfig) -> Monst3rNetwork:
+    net = Monst3rNetwork(config)
+    net.load_state_dict(prepare_state_dict(_tiny_checkpoint().state_dict, net), strict=True)
+    return net.eval()
+
+
 @pytest.fixture(scope="module")
 def manyar_model() -> Monst3rNetwork:
     """Training-path layout (ManyAR patch embed, landscape-only head wrapper), same weights."""
-    return load_model(_verified("tiny_checkpoint.pth"), "cpu", inference=False)
+    return _tiny_model(_tiny_checkpoint().config)
 
 
 def _views(d: dict[str, np.ndarray], dtype=torch.float32):
@@ -167,7 +178,7 @@ def test_mixed_manyar_batch(manyar_model, model):
 
 
 def test_float64_matches_f64_reference():
-    model = load_model(_verified("tiny_checkpoint.pth"), "cpu").double()
+    model = _tiny_model(_tiny_checkpoint().config.for_inference()).double()
     d = _npz("tiny_forward_landscape.npz")
     v1, v2 = _views(d, torch.float64)
     with torch.no_grad():
@@ -225,7 +236,7 @@ def test_plain_weights_only_refuses_namespace_but_ours_loads(report):
 
 def test_instantiation_string_and_strict_reload(report):
     tiny = json.loads(_verified("tiny_config.json").read_text())
-    loaded = read_checkpoint(_verified("tiny_checkpoint.pth"))
+    loaded = _tiny_checkpoint()
     instantiated = report["official_load_model_stdout"][1].split("instantiating : ", 1)[1]
     assert instantiated == tiny["args_model_as_instantiated_by_load_model"]
     assert loaded.config.for_inference() == config_from_model_string(instantiated)
@@ -245,7 +256,7 @@ def test_instantiation_string_and_strict_reload(report):
 
 def test_dec_blocks2_fallback(report):
     assert "copied from dec_blocks: True" in report["official_load_state_dict_without_dec_blocks2"]
-    loaded = read_checkpoint(_verified("tiny_checkpoint.pth"))
+    loaded = _tiny_checkpoint()
     without = {k: v for k, v in loaded.state_dict.items() if not k.startswith("dec_blocks2.")}
     model = Monst3rNetwork(loaded.config.for_inference())
     model.load_state_dict(prepare_state_dict(without, model), strict=True)

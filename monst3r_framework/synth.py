@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -261,8 +262,11 @@ def _hit_object(spec: _ObjectSpec, obj_from_world: np.ndarray, origin: np.ndarra
     with np.errstate(divide="ignore", invalid="ignore"):
         t1 = (-h - o) / d
         t2 = (h - o) / d
-    tmin = np.nanmax(np.minimum(t1, t2), axis=1)
-    tmax = np.nanmin(np.maximum(t1, t2), axis=1)
+    near = np.minimum(t1, t2)
+    far = np.maximum(t1, t2)
+    # Slab test; a NaN (ray exactly on a slab plane and parallel to it) compares False: a miss.
+    tmin = np.maximum(np.maximum(near[:, 0], near[:, 1]), near[:, 2])
+    tmax = np.minimum(np.minimum(far[:, 0], far[:, 1]), far[:, 2])
     s = np.where((tmax >= tmin) & (tmin > 0), tmin, np.inf)
     p = o + np.where(np.isfinite(s), s, 0.0)[:, None] * d
     # Box face normal: the axis where the local point touches the surface.
@@ -303,12 +307,13 @@ class _Renderer:
             [[o.world_from_object(t) for o in self.objects] for t in self.timestamps]
         ).reshape(n_frames, len(self.objects), 4, 4)
 
-    def trace(self, i: int, pix: np.ndarray, shade: bool = True) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    def trace(self, i: int, pix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Cast rays of frame i through pixel coordinates pix (M, 2) (x, y).
 
         Returns:
-            depth (M,) float64 z-depth, object id (M,) uint8 (0 room, k = object k), colour (M, 3)
-            float32 in [0, 1] (None when ``shade`` is False).
+            depth (M,) float64 z-depth; object id (M,) uint8 (0 room, k = object k); surface id (M,)
+            int64 (walls 0..5, object k -> 5 + k); local (M, 3) float64 hit point in its surface's
+            own frame (room: world); shade (M,) float32 baked shading factor.
         """
         c2w = self.world_from_cam[i]
         cam_dirs = np.stack([(pix[:, 0] - self.K[0, 2]) / self.K[0, 0],
@@ -316,32 +321,89 @@ class _Renderer:
         # Rays with z = 1 in the camera: the ray parameter is the z-depth.
         dirs = cam_dirs @ c2w[:3, :3].T
         origin = c2w[:3, 3]
-        s, wall = _hit_room(origin, dirs)
+        s, surf = _hit_room(origin, dirs)
         obj = np.zeros(len(pix), np.uint8)
         normals = np.zeros((len(pix), 3))
         for m, spec in enumerate(self.objects):
             o_from_w = _inv_rigid(self.world_from_object[i, m])
-            s_m, n_m = _hit_object(spec, o_from_w, origin, dirs)
-            closer = s_m < s
-            s = np.where(closer, s_m, s)
-            obj[closer] = m + 1
-            normals[closer] = n_m[closer]
-        if not shade:
-            return s, obj, None
-        world = origin + s[:, None] * dirs
-        colour = np.empty((len(pix), 3), np.float32)
-        for k, tex in enumerate(self.wall_textures):
-            sel = (obj == 0) & (wall == k)
-            if sel.any():
-                colour[sel] = tex.colour(world[sel])
-        for m, tex in enumerate(self.object_textures):
-            sel = obj == m + 1
-            if sel.any():
-                local = _apply(_inv_rigid(self.world_from_object[i, m]), world[sel])
+            # Cull: only rays passing within the bounding sphere can hit (objects cover ~5-25%).
+            centre = self.world_from_object[i, m, :3, 3] - origin
+            radius = spec.size * (1.0 if spec.kind == "sphere" else math.sqrt(3.0)) * 1.01
+            along = dirs @ centre
+            dist2 = centre @ centre - along**2 / (dirs * dirs).sum(axis=1)
+            cand = np.flatnonzero((dist2 <= radius**2) & (along > 0))
+            if len(cand) == 0:
+                continue
+            s_m, n_m = _hit_object(spec, o_from_w, origin, dirs[cand])
+            closer = s_m < s[cand]
+            hit = cand[closer]
+            s[hit] = s_m[closer]
+            obj[hit] = m + 1
+            normals[hit] = n_m[closer]
+        local = origin + s[:, None] * dirs
+        shade = np.ones(len(pix), np.float32)
+        for m in range(len(self.objects)):
+            sel = np.flatnonzero(obj == m + 1)
+            if len(sel):
+                local[sel] = _apply(_inv_rigid(self.world_from_object[i, m]), local[sel])
                 n = normals[sel] / np.linalg.norm(normals[sel], axis=1, keepdims=True)
                 # Shading baked in object coordinates: constant for a surface point over time.
-                colour[sel] = tex.colour(local, shade=0.8 + 0.2 * (n @ self.light))
-        return s, obj, colour
+                shade[sel] = 0.8 + 0.2 * (n @ self.light)
+        surf = np.where(obj > 0, 5 + obj.astype(np.int64), surf)
+        return s, obj, surf, local, shade
+
+    def colour(self, surf: np.ndarray, local: np.ndarray, shade: np.ndarray) -> np.ndarray:
+        """(M,) surface ids, (M, 3) local points, (M,) shading -> (M, 3) float32 colours in [0, 1]."""
+        out = np.empty((len(surf), 3), np.float32)
+        for k, tex in enumerate(self.wall_textures + self.object_textures):
+            sel = np.flatnonzero(surf == k)
+            if len(sel):
+                out[sel] = tex.colour(local[sel], shade=None if k < 6 else shade[sel])
+        return out
+
+    def render(self, i: int, supersample: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Frame i: rgb (H, W, 3) uint8, depth (H, W) float64, object id (H, W) uint8.
+
+        Anti-aliasing: colours average ``supersample``^2 sub-pixel samples. Where a pixel and its
+        four neighbours see the same surface, a sample's local point is extrapolated to first order
+        from the centre grid (planes and smooth objects are smooth at 1/4 px); elsewhere (silhouettes,
+        wall edges, image border) the sub-pixel rays are cast exactly.
+        """
+        h, w = self.size_hw
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+        centres = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        s, obj, surf, local, shade = self.trace(i, centres)
+        if supersample == 1:
+            col = self.colour(surf, local, shade)
+        else:
+            sg = surf.reshape(h, w)
+            smooth = np.zeros((h, w), bool)
+            c = sg[1:-1, 1:-1]
+            smooth[1:-1, 1:-1] = ((sg[:-2, 1:-1] == c) & (sg[2:, 1:-1] == c) & (sg[1:-1, :-2] == c)
+                                  & (sg[1:-1, 2:] == c))
+            smooth = smooth.ravel()
+            lg = local.reshape(h, w, 3)
+            d_dx = np.zeros_like(lg)
+            d_dy = np.zeros_like(lg)
+            d_dx[:, 1:-1] = (lg[:, 2:] - lg[:, :-2]) / 2.0
+            d_dy[1:-1] = (lg[2:] - lg[:-2]) / 2.0
+            d_dx = d_dx.reshape(-1, 3)
+            d_dy = d_dy.reshape(-1, 3)
+            edge = np.flatnonzero(~smooth)
+            offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
+            col = np.zeros((h * w, 3), np.float32)
+            for dy in offsets:
+                for dx in offsets:
+                    sub_local = local + dx * d_dx + dy * d_dy
+                    sub_surf = surf.copy()
+                    sub_shade = shade.copy()
+                    if len(edge):
+                        _, _, e_surf, e_local, e_shade = self.trace(i, centres[edge] + np.array([dx, dy]))
+                        sub_local[edge], sub_surf[edge], sub_shade[edge] = e_local, e_surf, e_shade
+                    col += self.colour(sub_surf, sub_local, sub_shade)
+            col /= supersample**2
+        rgb = np.rint(col.reshape(h, w, 3) * 255.0).astype(np.uint8)
+        return rgb, s.reshape(h, w), obj.reshape(h, w)
 
 
 # --------------------------------------------------------------------------------------------
@@ -545,6 +607,19 @@ class SyntheticScene:
         return out
 
 
+@contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """The renderer's matrix products are tall and thin (M x 3 @ 3 x K): threaded BLAS only adds
+    overhead there (3-4x slower on a busy 2-core machine), so pin BLAS to one thread if we can."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it rendering is just slower on busy machines
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def make_scene(n_frames: int = 30, size_hw: tuple[int, int] = (288, 512), seed: int = 0, n_objects: int = 1,
                *, fov_deg: float = 60.0, fps: float = 10.0, supersample: int = 2,
                motion_scale: float = 1.0) -> SyntheticScene:
@@ -574,23 +649,12 @@ def make_scene(n_frames: int = 30, size_hw: tuple[int, int] = (288, 512), seed: 
         raise InputError(f"make_scene: fov_deg must be in [10, 150], supersample >= 1, fps > 0; got "
                          f"fov_deg={fov_deg}, supersample={supersample}, fps={fps}")
     r = _Renderer(n_frames, (h, w), seed, n_objects, fov_deg, fps, motion_scale)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    centres = np.stack([xs.ravel(), ys.ravel()], axis=1)
-    offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
     rgb = np.empty((n_frames, h, w, 3), np.uint8)
     depth = np.empty((n_frames, h, w), np.float32)
     ids = np.empty((n_frames, h, w), np.uint8)
-    for i in range(n_frames):
-        s, obj, col = r.trace(i, centres, shade=supersample == 1)
-        depth[i] = s.reshape(h, w)
-        ids[i] = obj.reshape(h, w)
-        if supersample > 1:
-            col = np.zeros((h * w, 3), np.float32)
-            for dy in offsets:
-                for dx in offsets:
-                    col += r.trace(i, centres + np.array([dx, dy]))[2]
-            col /= supersample**2
-        rgb[i] = np.rint(col.reshape(h, w, 3) * 255.0).astype(np.uint8)
+    with _single_threaded_blas():
+        for i in range(n_frames):
+            rgb[i], depth[i], ids[i] = r.render(i, supersample)
     objects = [{"kind": o.kind, "size": o.size} for o in r.objects]
     return SyntheticScene(rgb=rgb, depth=depth, dynamic_mask=ids > 0, object_id=ids, K=r.K,
                           cam_to_world=r.world_from_cam, world_from_object=r.world_from_object,

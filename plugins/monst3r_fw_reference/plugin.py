@@ -18,6 +18,7 @@ _STAGE_MODULES: tuple[str, ...] = (
     "monst3r_fw_reference.pair_predictor",
     "monst3r_fw_reference.pose",
     "monst3r_fw_reference.searaft.stage",
+    "monst3r_fw_reference.triangulation",
 )
 
 

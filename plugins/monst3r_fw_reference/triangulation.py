@@ -1,0 +1,446 @@
+"""Pair predictor ``flow_triangulation``: two-view geometry from optical flow, no learned weights.
+
+For every undirected edge (a, b) of the scene graph:
+
+1. **Correspondences.** The flow stage's ``flow_ab`` maps every pixel of frame a to frame b. A
+   random subset of forward-backward consistent pixels that land inside frame b feeds RANSAC.
+2. **Relative pose.** ``cv2.findEssentialMat`` (RANSAC) with pixel intrinsics ``K`` whose focal is
+   the config's ``focal`` or, when that is null, the focal of a ``fov_deg`` field of view over the
+   long image edge; the principal point is the image centre ``((W - 1) / 2, (H - 1) / 2)`` (integer
+   pixel coordinates are pixel centres). ``cv2.recoverPose`` picks the cheirality-consistent
+   ``cam_b_from_cam_a`` = (R, t) with ``|t| = 1``: the scale of each edge is arbitrary, the global
+   aligner's per-edge scale absorbs it.
+3. **Dense triangulation.** Every pixel of frame a is triangulated *on its own ray* (so the
+   pointmap stays pixel-aligned, like a network's): its depth ``s`` along ``K^-1 (x, y, 1)`` is the
+   linear least-squares solution of the two projection equations in frame b with the flow target
+   as observation. Every pixel of frame b is triangulated the same way on its own ray, with
+   ``flow_ba`` and the inverse pose.
+4. **Confidence** ``conf = 1 + (max_conf - 1) * q`` with ``q`` in [0, 1] the product of
+   - a parallax term ``1 - exp(-angle / parallax_scale_deg)`` (angle between the two viewing rays
+     at the triangulated point: depth from a tiny angle is unreliable),
+   - a reprojection term ``exp(-(e / reprojection_sigma_px)^2)`` with ``e`` the distance in the
+     other image between the flow target and the triangulated point's projection (motion that
+     leaves the epipolar line, i.e. most independently moving objects, is inconsistent),
+   - a forward-backward term ``exp(-(fb / fb_sigma_px)^2)`` (occlusions, flow failures),
+   - zero when the flow target leaves the other image or the point is not in front of both cameras.
+   So ``conf >= 1`` as for MonST3R / DUSt3R, and ``conf == 1`` (weight ``log(conf) = 0`` in the
+   aligner) where nothing can be said.
+
+Output for a directed pair (i, j) (DUSt3R's convention, both in camera i):
+
+* ``pts3d_i[p]``: frame i's pixels triangulated on their rays in camera i (with ``flow_ij``).
+* ``pts3d_j[p]``: frame j's pixels triangulated on *their* rays in camera j (with ``flow_ji``),
+  then mapped into camera i with ``cam_i_from_cam_j``. For a static surface this is the same surface
+  point that frame i's pixel flowing onto it triangulates to; for moving objects it is wherever the
+  (inconsistent) geometry puts it, with low confidence.
+* Pairs (i, j) and (j, i) share one edge computation: their outputs are each other's, re-expressed.
+
+Degenerate edges (self-pairs, fewer than ``min_inliers`` RANSAC inliers, a median parallax below
+``min_parallax_deg``, or OpenCV failing) get a fronto-parallel pointmap at depth 1 in both cameras
+with the identity pose and ``conf == 1`` everywhere instead of an error; the stage logs them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from monst3r_framework.errors import StageError
+from monst3r_framework.stages import PairInputs, PairPredictions, PairPredictor, RunContext, StageConfig
+
+#: Floor of the estimated flow noise (pixels), so exact flow does not make the robust loss singular.
+MIN_NOISE_PX = 1e-3
+
+__all__ = ["FlowTriangulationConfig", "FlowTriangulation", "EdgeGeometry", "intrinsics_from_config",
+           "relative_pose_from_flow", "triangulate_on_rays"]
+
+
+class FlowTriangulationConfig(StageConfig):
+    type: Literal["flow_triangulation"] = "flow_triangulation"
+    focal: Optional[float] = Field(
+        None, gt=0, description="Focal length in pixels at network resolution; null = from fov_deg.")
+    fov_deg: float = Field(
+        60.0, gt=1.0, lt=179.0, description="Field of view over the long image edge used when focal is null.")
+    ransac_threshold_px: float = Field(
+        1.0, gt=0, le=50, description="RANSAC inlier threshold of the essential matrix, in pixels.")
+    ransac_confidence: float = Field(0.999, gt=0, lt=1, description="RANSAC success probability.")
+    max_correspondences: int = Field(
+        2000, ge=8, le=1_000_000, description="Flow correspondences sampled per edge for RANSAC.")
+    fb_threshold_px: float = Field(
+        1.0, gt=0, description="Forward-backward error below which a pixel may be sampled for RANSAC, in pixels.")
+    min_inliers: int = Field(30, ge=5, description="Fewer RANSAC inliers than this -> degenerate edge (conf 1).")
+    min_parallax_deg: float = Field(
+        0.05, ge=0, le=90, description="Median parallax angle below this -> degenerate edge (conf 1), in degrees.")
+    parallax_scale_deg: float = Field(
+        1.0, gt=0, le=90, description="Parallax angle at which the parallax term reaches 1 - 1/e, in degrees.")
+    reprojection_sigma_px: float = Field(
+        1.0, gt=0, description="Scale of the reprojection (epipolar) error term of the confidence, in pixels.")
+    fb_sigma_px: float = Field(
+        1.5, gt=0, description="Scale of the forward-backward error term of the confidence, in pixels.")
+    max_conf: float = Field(10.0, gt=1.0, le=1000.0, description="Confidence of a perfect pixel (conf is in [1, max_conf]).")
+    max_depth_ratio: float = Field(
+        100.0, gt=1.0, description="Depths are clipped to [median / ratio, median * ratio] of the edge's reliable pixels.")
+    batch_size: int = Field(8, ge=1, le=1024, description="Edges triangulated together (memory ~ 1 KB per pixel per edge).")
+
+
+@dataclass(frozen=True)
+class EdgeGeometry:
+    """Relative pose of one edge (a, b).
+
+    cam_b_from_cam_a: (4, 4) float64, rigid, translation of unit norm (identity when degenerate).
+    inliers: number of RANSAC inliers.
+    degenerate: True when the edge produced no usable geometry.
+    reason: why it is degenerate ("" otherwise).
+    """
+
+    cam_b_from_cam_a: np.ndarray
+    inliers: int
+    degenerate: bool
+    reason: str = ""
+
+
+def intrinsics_from_config(h: int, w: int, focal: Optional[float], fov_deg: float) -> np.ndarray:
+    """(3, 3) float64 pixel intrinsics: ``focal`` or the focal of ``fov_deg`` over the long edge,
+    principal point at the image centre ``((W - 1) / 2, (H - 1) / 2)``."""
+    f = float(focal) if focal is not None else (max(h, w) / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
+    return np.array([[f, 0.0, (w - 1) / 2.0], [0.0, f, (h - 1) / 2.0], [0.0, 0.0, 1.0]], np.float64)
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+
+
+def sampson_distance(cam_b_from_cam_a: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """(N,) float64 signed Sampson distance in pixels of correspondences p1 (frame a) -> p2 (frame b), (N, 2)."""
+    k_inv = np.linalg.inv(k)
+    fund = k_inv.T @ _skew(cam_b_from_cam_a[:3, 3]) @ cam_b_from_cam_a[:3, :3] @ k_inv
+    x1 = np.concatenate([p1, np.ones((len(p1), 1))], 1)
+    x2 = np.concatenate([p2, np.ones((len(p2), 1))], 1)
+    fx1, ftx2 = x1 @ fund.T, x2 @ fund
+    num = (x2 * fx1).sum(1)
+    return num / np.sqrt(fx1[:, 0] ** 2 + fx1[:, 1] ** 2 + ftx2[:, 0] ** 2 + ftx2[:, 1] ** 2 + 1e-30)
+
+
+def _pose_from_params(rot: np.ndarray, t0: np.ndarray, tangent: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(4, 4) pose with rotation exp(x[:3]) @ rot and unit translation normalise(t0 + tangent @ x[3:])."""
+    from scipy.spatial.transform import Rotation
+
+    out = np.eye(4)
+    out[:3, :3] = Rotation.from_rotvec(x[:3]).as_matrix() @ rot
+    t = t0 + tangent @ x[3:]
+    out[:3, 3] = t / np.linalg.norm(t)
+    return out
+
+
+def _cauchy_cost(d: np.ndarray, scale: float) -> float:
+    return float(np.sum(np.log1p((d / scale) ** 2)))
+
+
+def refine_pose(pose: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: np.ndarray, scales: list[float],
+                iterations: int = 8) -> np.ndarray:
+    """Robust refinement of (R, unit t) minimising the Cauchy loss of the Sampson distance.
+
+    Iteratively reweighted Gauss-Newton (forward-difference Jacobian over 5 parameters: a rotation
+    increment and a step of t in the plane orthogonal to it), run at each scale of ``scales`` in
+    turn (coarse to fine: graduated non-convexity, so a rough start is pulled in before the loss
+    becomes narrow).
+
+    Args:
+        pose: (4, 4) float64 initial cam_b_from_cam_a.
+        p1, p2: (N, 2) float64 corresponding pixels in frames a and b.
+        k: (3, 3) float64 intrinsics.
+        scales: Cauchy scales in pixels, coarse to fine.
+    Returns:
+        (4, 4) float64 refined pose with unit translation.
+    """
+    for scale in scales:
+        rot, t0 = pose[:3, :3], pose[:3, 3] / max(np.linalg.norm(pose[:3, 3]), 1e-12)
+        tangent = np.linalg.svd(t0[None])[2][1:].T  # (3, 2) orthonormal basis of t0's complement
+        x = np.zeros(5)
+        res = sampson_distance(pose, p1, p2, k)
+        for _ in range(iterations):
+            eps = 1e-7
+            jac = np.stack([(sampson_distance(_pose_from_params(rot, t0, tangent, x + eps * np.eye(5)[c]), p1, p2, k)
+                             - res) / eps for c in range(5)], 1)
+            wgt = 1.0 / (1.0 + (res / scale) ** 2)
+            lhs = (jac * wgt[:, None]).T @ jac
+            step = np.linalg.solve(lhs + 1e-9 * np.trace(lhs) * np.eye(5), -(jac * wgt[:, None]).T @ res)
+            cost = _cauchy_cost(res, scale)
+            accepted = False
+            for _ in range(6):  # halve the step until the robust cost does not rise
+                cand = sampson_distance(_pose_from_params(rot, t0, tangent, x + step), p1, p2, k)
+                if _cauchy_cost(cand, scale) <= cost:
+                    x, res, accepted = x + step, cand, True
+                    break
+                step = 0.5 * step
+            if not accepted or np.abs(step).max() < 1e-10:
+                break
+        pose = _pose_from_params(rot, t0, tangent, x)
+    return pose
+
+
+def relative_pose_from_flow(flow_ab: np.ndarray, fb_error: np.ndarray, k: np.ndarray, *,
+                            max_correspondences: int = 2000, fb_threshold_px: float = 1.0,
+                            ransac_threshold_px: float = 1.0, ransac_confidence: float = 0.999,
+                            min_inliers: int = 30, seed: int = 0) -> EdgeGeometry:
+    """Relative pose of frame b w.r.t. frame a from a dense flow field.
+
+    Hypotheses: essential matrices by RANSAC at ``ransac_threshold_px`` and at a tenth of it, and
+    by least median of squares (no threshold; it wins when the flow is not much larger than the
+    threshold, where a loose RANSAC happily fits part of a moving object). The flow noise ``sigma``
+    is the robust spread of the Sampson distances of the best hypothesis; each hypothesis is
+    refined (:func:`refine_pose`, scales shrinking to ``sigma``) and the lowest Cauchy cost at
+    ``sigma`` wins. ``cv2.recoverPose`` on its inliers (cheirality, no distance cut-off) fixes
+    the sign of t.
+
+    Args:
+        flow_ab: (H, W, 2) float32 flow from frame a to frame b, pixels (dx, dy).
+        fb_error: (H, W) float32 forward-backward error of ``flow_ab`` in pixels.
+        k: (3, 3) float64 pixel intrinsics shared by both frames.
+    Returns:
+        the edge geometry; ``degenerate`` is set instead of raising when OpenCV finds no model.
+    """
+    import cv2
+
+    h, w = flow_ab.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w]
+    src = np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float64)
+    dst = src + flow_ab.reshape(-1, 2).astype(np.float64)
+    ok = ((fb_error.reshape(-1) < fb_threshold_px) & (dst[:, 0] > -0.5) & (dst[:, 0] < w - 0.5)
+          & (dst[:, 1] > -0.5) & (dst[:, 1] < h - 0.5))
+    idx = np.flatnonzero(ok)
+    eye = np.eye(4)
+    if len(idx) < max(8, min_inliers):
+        return EdgeGeometry(eye, 0, True, f"only {len(idx)} consistent correspondences")
+    if len(idx) > max_correspondences:
+        idx = np.random.default_rng(seed).choice(idx, max_correspondences, replace=False)
+    p1, p2 = src[idx], dst[idx]
+    hypotheses: list[np.ndarray] = []
+    try:
+        cv2.setRNGSeed(int(seed) % (2**31))
+        for method, thr in ((cv2.RANSAC, ransac_threshold_px), (cv2.RANSAC, 0.1 * ransac_threshold_px),
+                            (cv2.LMEDS, ransac_threshold_px)):
+            e, _ = cv2.findEssentialMat(p1, p2, k, method=method, prob=ransac_confidence, threshold=thr)
+            if e is None or e.shape[0] < 3:
+                continue
+            # OpenCV may stack several solutions; the first is its best. No distance cut-off in the
+            # cheirality test: small baselines put every point far away in baseline units.
+            _, r, t, _, _ = cv2.recoverPose(e[:3], p1, p2, k, distanceThresh=1e9)
+            pose = np.eye(4)
+            pose[:3, :3], pose[:3, 3] = r, t.reshape(3)
+            hypotheses.append(pose)
+        if not hypotheses:
+            return EdgeGeometry(eye, 0, True, "no essential matrix found")
+        # Noise level: robust spread of the best hypothesis' residuals (most pixels are static).
+        spreads = [1.4826 * float(np.median(np.abs(sampson_distance(hyp, p1, p2, k)))) for hyp in hypotheses]
+        sigma = max(MIN_NOISE_PX, min(spreads))
+        candidates = list(hypotheses)
+        for hyp, spread in zip(hypotheses, spreads):
+            # Shrink the loss from the hypothesis' own residual level (starting wider than that can
+            # pull an exact hypothesis towards a broad optimum that half-fits a moving object).
+            scales = [s for s in (ransac_threshold_px, 0.3 * ransac_threshold_px, 0.1 * ransac_threshold_px)
+                      if sigma < s <= 3.0 * spread] + [sigma]
+            candidates.append(refine_pose(hyp, p1, p2, k, scales))
+        costs = [_cauchy_cost(sampson_distance(hyp, p1, p2, k), sigma) for hyp in candidates]
+        pose = candidates[int(np.argmin(costs))]
+        inlier = np.abs(sampson_distance(pose, p1, p2, k)) < max(3.0 * sigma, 0.1 * ransac_threshold_px)
+        n_in = int(inlier.sum())
+        if n_in < min_inliers:
+            return EdgeGeometry(eye, n_in, True, f"{n_in} inliers < min_inliers={min_inliers}")
+        e_ref = _skew(pose[:3, 3]) @ pose[:3, :3]
+        _, r, t, _, _ = cv2.recoverPose(e_ref, p1[inlier], p2[inlier], k, distanceThresh=1e9)
+    except cv2.error as exc:
+        return EdgeGeometry(eye, 0, True, f"OpenCV failed: {str(exc).splitlines()[-1][:80]}")
+    out = np.eye(4)
+    out[:3, :3] = r
+    out[:3, 3] = t.reshape(3) / max(np.linalg.norm(t), 1e-12)
+    return EdgeGeometry(out, n_in, False)
+
+
+def _sample(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """Bilinear lookup. image (B, H, W, C), xy (B, H, W, 2) pixels -> (B, H, W, C), border padding."""
+    b, h, w, _ = image.shape
+    grid = torch.stack((2.0 * xy[..., 0] / max(w - 1, 1) - 1.0, 2.0 * xy[..., 1] / max(h - 1, 1) - 1.0), -1)
+    out = F.grid_sample(image.permute(0, 3, 1, 2), grid.to(image.dtype), align_corners=True, padding_mode="border")
+    return out.permute(0, 2, 3, 1)
+
+
+def triangulate_on_rays(flow: torch.Tensor, fb_error: torch.Tensor, cam_b_from_cam_a: torch.Tensor, k: torch.Tensor,
+                        config: FlowTriangulationConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Depth of every pixel of frame a along its own ray, from its flow target in frame b.
+
+    Args:
+        flow: (B, H, W, 2) float flow a -> b in pixels.
+        fb_error: (B, H, W) forward-backward error of ``flow`` in pixels.
+        cam_b_from_cam_a: (B, 4, 4) float64 relative poses (unit translation).
+        k: (3, 3) float64 pixel intrinsics.
+        config: confidence and clipping settings.
+    Returns:
+        depth (B, H, W) float64 z-depth in camera a (clipped, finite), quality q (B, H, W) float64 in
+        [0, 1] (see the module docstring), and the parallax angle (B, H, W) float64 in degrees.
+    """
+    dt = torch.float64
+    b, h, w, _ = flow.shape
+    fx, fy, cx, cy = float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2])
+    xs = torch.arange(w, dtype=dt).view(1, 1, w)
+    ys = torch.arange(h, dtype=dt).view(1, h, 1)
+    ax, ay = (xs - cx) / fx, (ys - cy) / fy  # ray of each pixel in camera a, z = 1
+    rot, trans = cam_b_from_cam_a[:, :3, :3].to(dt), cam_b_from_cam_a[:, :3, 3].to(dt)
+    # Component-wise (B, H, W) tensors: far cheaper than (..., 3) stacks and norms over the last axis.
+    rr = [rot[:, c, 0].view(b, 1, 1) * ax + rot[:, c, 1].view(b, 1, 1) * ay + rot[:, c, 2].view(b, 1, 1)
+          for c in range(3)]  # ray direction in camera b
+    tx, ty, tz = (trans[:, c].view(b, 1, 1) for c in range(3))
+    tgt_x = xs + flow[..., 0].to(dt)
+    tgt_y = ys + flow[..., 1].to(dt)
+    u, v = (tgt_x - cx) / fx, (tgt_y - cy) / fy
+    # (s r + t) projects to (u, v):  s (u r_z - r_x) = t_x - u t_z  and  s (v r_z - r_y) = t_y - v t_z.
+    c1, c2 = u * rr[2] - rr[0], v * rr[2] - rr[1]
+    denom = c1 * c1 + c2 * c2
+    s = (c1 * (tx - u * tz) + c2 * (ty - v * tz)) / denom.clamp_min(1e-18)
+    xb, yb, zb = s * rr[0] + tx, s * rr[1] + ty, s * rr[2] + tz  # the point in camera b
+    front = (s > 0) & (zb > 0) & (denom > 1e-18)
+    zb_safe = zb.clamp_min(1e-12)
+    reproj = torch.hypot(fx * xb / zb_safe + cx - tgt_x, fy * yb / zb_safe + cy - tgt_y)
+    # Parallax: angle at the point between the ray from camera a (direction r) and from camera b.
+    dot = rr[0] * xb + rr[1] * yb + rr[2] * zb
+    norms = torch.sqrt((rr[0] ** 2 + rr[1] ** 2 + rr[2] ** 2) * (xb ** 2 + yb ** 2 + zb ** 2)).clamp_min(1e-18)
+    parallax = torch.rad2deg(torch.arccos((dot / norms).clamp(-1.0, 1.0)))
+    inside = (tgt_x > -0.5) & (tgt_x < w - 0.5) & (tgt_y > -0.5) & (tgt_y < h - 0.5)
+    q = ((1.0 - torch.exp(-parallax / config.parallax_scale_deg))
+         * torch.exp(-(reproj / config.reprojection_sigma_px) ** 2)
+         * torch.exp(-(fb_error.to(dt) / config.fb_sigma_px) ** 2))
+    q = torch.where(front & inside & torch.isfinite(q), q, torch.zeros_like(q))
+    # Clip depths around the median of each edge's reliable pixels; fill the rest with that median.
+    depth = torch.empty_like(s)
+    for e in range(b):
+        good = front[e] & (q[e] > 0.1)
+        if not bool(good.any()):
+            good = front[e]
+        med = float(s[e][good].median()) if bool(good.any()) else 1.0
+        lo, hi = med / config.max_depth_ratio, med * config.max_depth_ratio
+        depth[e] = torch.where(front[e] & torch.isfinite(s[e]), s[e].clamp(lo, hi), torch.full_like(s[e], med))
+    return depth, q, torch.where(front, parallax, torch.zeros_like(parallax))
+
+
+def _fb_error(flow_fw: torch.Tensor, flow_bw: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) forward-backward error ``|f_fw(p) + f_bw(p + f_fw(p))|`` in pixels."""
+    b, h, w, _ = flow_fw.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=flow_fw.dtype), torch.arange(w, dtype=flow_fw.dtype), indexing="ij")
+    target = torch.stack((xs, ys), -1) + flow_fw
+    return (_sample(flow_bw, target) + flow_fw).norm(dim=-1)
+
+
+class FlowTriangulation(PairPredictor):
+    """Weight-free pointmaps for every directed pair by essential-matrix pose and dense triangulation.
+
+    Reads the flow stage (``flow_ij`` / ``flow_ji`` for each edge) and writes
+    :class:`PairPredictions`: pts3d_i / pts3d_j (P, H, W, 3) float32 in camera i with a unit-norm
+    baseline per edge, conf_i / conf_j (P, H, W) float32 in [1, max_conf]. See the module docstring
+    for the exact definitions.
+    """
+
+    name: ClassVar[str] = "flow_triangulation"
+    config_model = FlowTriangulationConfig
+    config: FlowTriangulationConfig
+    reads: ClassVar[frozenset[str]] = frozenset({"flow_estimator"})
+    requires: ClassVar[frozenset[str]] = frozenset({"flow_estimator"})
+
+    def setup(self, ctx: RunContext) -> None:
+        import cv2  # noqa: F401  (fail early if OpenCV is missing)
+
+    def intrinsics(self, h: int, w: int) -> np.ndarray:
+        """(3, 3) float64 pixel intrinsics this stage assumes for an H x W frame."""
+        return intrinsics_from_config(h, w, self.config.focal, self.config.fov_deg)
+
+    def run(self, inputs: PairInputs, ctx: RunContext) -> PairPredictions:
+        cfg = self.config
+        if inputs.flow is None:
+            raise StageError("pair_predictor flow_triangulation: no flow was handed over; enable a flow_estimator "
+                             "in the recipe (e.g. stages.flow_estimator.type=opencv_dis)")
+        pairs = np.asarray(inputs.pairs, np.int64).reshape(-1, 2)
+        h, w = inputs.frames.size_hw
+        k = self.intrinsics(h, w)
+        k_t = torch.from_numpy(k)
+        rays = np.stack(np.meshgrid((np.arange(w) - k[0, 2]) / k[0, 0], (np.arange(h) - k[1, 2]) / k[1, 1]), -1)
+        rays = np.concatenate([rays, np.ones((h, w, 1))], -1).astype(np.float64)  # (H, W, 3), z = 1
+
+        n = len(pairs)
+        pts_i = np.empty((n, h, w, 3), np.float32)
+        pts_j = np.empty((n, h, w, 3), np.float32)
+        conf_i = np.empty((n, h, w), np.float32)
+        conf_j = np.empty((n, h, w), np.float32)
+
+        # One computation per undirected edge (a < b) serves (a, b) and (b, a).
+        non_self = pairs[pairs[:, 0] != pairs[:, 1]]
+        edges = np.unique(np.sort(non_self, axis=1), axis=0) if len(non_self) else np.zeros((0, 2), np.int64)
+        users: dict[tuple[int, int], list[int]] = {}
+        for p, (i, j) in enumerate(pairs):
+            if i == j:
+                pts_i[p] = rays
+                pts_j[p] = rays
+                conf_i[p] = 1.0
+                conf_j[p] = 1.0
+            else:
+                users.setdefault((int(min(i, j)), int(max(i, j))), []).append(p)
+
+        degenerate: list[str] = []
+        with ctx.progress(len(edges), "flow triangulation") as bar:
+            for start in range(0, len(edges), cfg.batch_size):
+                batch = edges[start:start + cfg.batch_size]
+                try:
+                    f_ab = torch.from_numpy(np.ascontiguousarray(inputs.flow.gather(batch), np.float32))
+                    f_ba = torch.from_numpy(np.ascontiguousarray(inputs.flow.gather(batch[:, ::-1]), np.float32))
+                except KeyError as exc:
+                    raise StageError(f"pair_predictor flow_triangulation: {exc.args[0]}; the flow stage must cover "
+                                     "every edge of the scene graph (run it on the same pairs)") from None
+                fb_a, fb_b = _fb_error(f_ab, f_ba), _fb_error(f_ba, f_ab)
+                geos = [relative_pose_from_flow(
+                    f_ab[e].numpy(), fb_a[e].numpy(), k, max_correspondences=cfg.max_correspondences,
+                    fb_threshold_px=cfg.fb_threshold_px, ransac_threshold_px=cfg.ransac_threshold_px,
+                    ransac_confidence=cfg.ransac_confidence, min_inliers=cfg.min_inliers,
+                    seed=ctx.seed * 100003 + int(a) * 1009 + int(b)) for e, (a, b) in enumerate(batch)]
+                b_from_a = torch.from_numpy(np.stack([g.cam_b_from_cam_a for g in geos]))
+                a_from_b = torch.linalg.inv(b_from_a)
+                depth_a, q_a, par_a = triangulate_on_rays(f_ab, fb_a, b_from_a, k_t, cfg)
+                depth_b, q_b, _ = triangulate_on_rays(f_ba, fb_b, a_from_b, k_t, cfg)
+                for e, (a, b) in enumerate(batch):
+                    geo = geos[e]
+                    if not geo.degenerate:
+                        good = q_a[e] > 0.1
+                        med_par = float(par_a[e][good].median()) if bool(good.any()) else 0.0
+                        if med_par < cfg.min_parallax_deg:
+                            geo = EdgeGeometry(np.eye(4), geo.inliers, True,
+                                               f"median parallax {med_par:.3f} deg < min_parallax_deg")
+                    if geo.degenerate:
+                        degenerate.append(f"({int(a)}, {int(b)}): {geo.reason}")
+                        xa = xb = rays
+                        ca = cb = np.ones((h, w), np.float32)
+                        pose = np.eye(4)
+                    else:
+                        xa = rays * depth_a[e].numpy()[..., None]  # frame a's points in camera a
+                        xb = rays * depth_b[e].numpy()[..., None]  # frame b's points in camera b
+                        ca = (1.0 + (cfg.max_conf - 1.0) * q_a[e].numpy()).astype(np.float32)
+                        cb = (1.0 + (cfg.max_conf - 1.0) * q_b[e].numpy()).astype(np.float32)
+                        pose = geo.cam_b_from_cam_a
+                    inv_pose = np.linalg.inv(pose)
+                    for p in users[(int(a), int(b))]:
+                        if int(pairs[p, 0]) == int(a):
+                            pts_i[p], conf_i[p], conf_j[p] = xa, ca, cb
+                            pts_j[p] = xb @ inv_pose[:3, :3].T + inv_pose[:3, 3]
+                        else:
+                            pts_i[p], conf_i[p], conf_j[p] = xb, cb, ca
+                            pts_j[p] = xa @ pose[:3, :3].T + pose[:3, 3]
+                bar.advance(len(batch))
+        if degenerate:
+            ctx.log(f"flow_triangulation: {len(degenerate)} of {len(edges)} edges degenerate (conf 1): "
+                    + "; ".join(degenerate[:5]) + (" ..." if len(degenerate) > 5 else ""))
+        return PairPredictions(pairs=pairs, pts3d_i=pts_i, pts3d_j=pts_j, conf_i=conf_i, conf_j=conf_j)
+
+
+STAGES = (FlowTriangulation,)

@@ -118,7 +118,8 @@ def estimate_focal_knowing_depth(
         dot_xy_xy = xy_over_z.square().sum(dim=-1)
         focal = dot_xy_px.mean(dim=1) / dot_xy_xy.mean(dim=1)
         for _ in range(iterations):
-            residual = (pixels - focal.view(-1, 1, 1) * xy_over_z).norm(dim=-1)
+            diff = pixels - focal.view(-1, 1, 1) * xy_over_z
+            residual = torch.hypot(diff[..., 0], diff[..., 1])  # = norm(dim=-1), much faster for 2 channels
             weight = residual.clip(min=1e-8).reciprocal()
             focal = (weight * dot_xy_px).mean(dim=1) / (weight * dot_xy_xy).mean(dim=1)
     else:

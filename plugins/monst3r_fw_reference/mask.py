@@ -223,14 +223,16 @@ def flow_residual_maps(
                          "on the same scene graph as the pair predictor")
     for s in range(0, len(edges), cfg.batch_size):
         chunk = edges[s:s + cfg.batch_size]
-        pa, pb, da, db, ka, kb = (torch.from_numpy(np.stack([views[e][m] for e in chunk])) for m in range(6))
+        # float32 as the official code (the residual is normalised per pair, so precision is ample)
+        pa, pb, da, db, ka, kb = (torch.from_numpy(np.stack([views[e][m] for e in chunk]).astype(np.float32))
+                                  for m in range(6))
         ra, ta, rb, tb = pa[:, :3, :3], pa[:, :3, 3:], pb[:, :3, :3], pb[:, :3, 3:]
         ego_ab, _ = ego_flow(ra, ta, rb, tb, 1.0 / (da[:, None] + 1e-6), kb, torch.linalg.inv(ka))
         ego_ba, _ = ego_flow(rb, tb, ra, ta, 1.0 / (db[:, None] + 1e-6), ka, torch.linalg.inv(kb))
-        f_ab = torch.from_numpy(np.stack([get_flow(a, b) for a, b in chunk])).double()
-        f_ba = torch.from_numpy(np.stack([get_flow(b, a) for a, b in chunk])).double()
-        err_a = _normalise((ego_ab[:, :2].permute(0, 2, 3, 1) - f_ab).norm(dim=-1)).numpy()
-        err_b = _normalise((ego_ba[:, :2].permute(0, 2, 3, 1) - f_ba).norm(dim=-1)).numpy()
+        f_ab = torch.from_numpy(np.stack([get_flow(a, b) for a, b in chunk]))
+        f_ba = torch.from_numpy(np.stack([get_flow(b, a) for a, b in chunk]))
+        err_a = _normalise(torch.hypot(ego_ab[:, 0] - f_ab[..., 0], ego_ab[:, 1] - f_ab[..., 1])).numpy()
+        err_b = _normalise(torch.hypot(ego_ba[:, 0] - f_ba[..., 0], ego_ba[:, 1] - f_ba[..., 1])).numpy()
         for m, (a, b) in enumerate(chunk):
             total[a] += err_a[m]
             total[b] += err_b[m]

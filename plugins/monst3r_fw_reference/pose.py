@@ -100,11 +100,14 @@ def weighted_procrustes(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -
     """
     import roma
 
-    x = torch.from_numpy(np.asarray(src, np.float64).reshape(-1, 3))
-    y = torch.from_numpy(np.asarray(dst, np.float64).reshape(-1, 3))
-    wt = torch.from_numpy(np.asarray(weights, np.float64).reshape(-1))
-    ok = torch.isfinite(x).all(1) & torch.isfinite(y).all(1) & torch.isfinite(wt)
-    R, T, s = roma.rigid_points_registration(x[ok], y[ok], weights=wt[ok], compute_scaling=True)
+    x = np.asarray(src, np.float64).reshape(-1, 3)
+    y = np.asarray(dst, np.float64).reshape(-1, 3)
+    wt = np.asarray(weights, np.float64).reshape(-1)
+    ok = np.isfinite(x).all(1) & np.isfinite(y).all(1) & np.isfinite(wt)
+    if not ok.all():
+        x, y, wt = x[ok], y[ok], wt[ok]
+    R, T, s = roma.rigid_points_registration(torch.from_numpy(x), torch.from_numpy(y), weights=torch.from_numpy(wt),
+                                             compute_scaling=True)
     return float(s), R.numpy(), T.numpy().reshape(3)
 
 

@@ -33,9 +33,19 @@ def resolve_scene_input(scene_or_input: Path) -> tuple[Path, Optional[Path]]:
 
 def evaluate_against(result: Any, gt_path: Path) -> dict[str, Any]:
     """Metrics of a run (a ``RunResult``) against a ground-truth folder in the synthetic layout."""
-    from .eval.evaluate import evaluate_reconstruction
+    from .eval import evaluate
+    from .synth import load_scene
 
-    return evaluate_reconstruction(result.reconstruction, result.frames, gt_path)
+    scene = load_scene(gt_path)
+    rec, frames = result.reconstruction, result.frames
+    metrics = evaluate(np.asarray(rec.world_from_cam), np.asarray(rec.depth), scene,
+                       frame_ids=np.asarray(frames.frame_index))
+    centres = np.asarray(scene.cam_to_world)[np.asarray(frames.frame_index), :3, 3]
+    path_length = float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum())
+    metrics["path_length"] = path_length
+    if "ate" in metrics and path_length > 0:
+        metrics["ate_percent_of_path"] = 100.0 * float(metrics["ate"]) / path_length
+    return metrics
 
 
 def _metrics_row(metrics: dict[str, Any]) -> list[str]:

@@ -12,11 +12,13 @@ from monst3r_framework.stages import Stage
 
 _STAGE_MODULES: tuple[str, ...] = (
     # one line per module; keep sorted
+    "monst3r_fw_reference.aligner",
     "monst3r_fw_reference.export",
     "monst3r_fw_reference.flow",
     "monst3r_fw_reference.mask",
     "monst3r_fw_reference.pair_predictor",
     "monst3r_fw_reference.pose",
+    "monst3r_fw_reference.precomputed",
     "monst3r_fw_reference.searaft.stage",
     "monst3r_fw_reference.triangulation",
 )

@@ -1,0 +1,52 @@
+"""Recipe configuration of the ``monst3r_ga`` global aligner."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from monst3r_framework.stages import StageConfig
+
+
+class MonST3RGAConfig(StageConfig):
+    """MonST3R global alignment (official defaults of the video demo unless stated)."""
+
+    type: Literal["monst3r_ga"] = "monst3r_ga"
+    mode: Literal["auto", "batched", "windowed"] = Field(
+        "auto", description="batched: all frames at once; windowed: overlapping windows stitched by Sim(3); "
+        "auto: batched when the memory estimate fits max_memory_gb.")
+    variant: Literal["official", "fast"] = Field(
+        "official", description="official: Adam(0.9, 0.9), the schedule below, `iterations` steps; fast: same "
+        "losses with fast_iterations steps and a cosine schedule (see benchmarks/bench_aligner.py).")
+    iterations: int = Field(300, ge=1, le=100000, description="Optimisation steps (official 300).")
+    fast_iterations: int = Field(150, ge=1, le=100000, description="Steps of the `fast` variant.")
+    lr: float = Field(0.01, gt=0, le=1.0, description="Initial Adam learning rate.")
+    lr_min: float = Field(1e-3, ge=0, le=1.0, description="Final learning rate of the schedule.")
+    schedule: Literal["linear", "cosine"] = Field("linear", description="Learning-rate schedule from lr to lr_min.")
+    shared_focal: bool = Field(True, description="One focal length for all frames (demo default).")
+    optimize_pp: bool = Field(False, description="Optimise principal points ((W/2, H/2) + 10 p); else fixed at the centre.")
+    fix_poses: bool = Field(False, description="Keep the initial camera poses (known poses); disables scale normalisation.")
+    fix_intrinsics: bool = Field(False, description="Keep the initial focal lengths and principal points (known intrinsics).")
+    fix_depth: bool = Field(False, description="Keep the initial depth maps (known depth).")
+    optimize_adaptors: bool = Field(False, description="Optimise the per-edge xy/z scale adaptors (official: off).")
+    conf_transform: Literal["log", "sqrt", "m1", "none"] = Field(
+        "log", description="Per-pixel weight from the pair confidence (log: log(conf), official).")
+    base_scale: float = Field(0.5, gt=0, description="Geometric mean of the normalised edge scales.")
+    focal_break: float = Field(20.0, gt=0, description="focal = exp(p / focal_break).")
+    pw_break: float = Field(20.0, gt=0, description="adaptor = exp(a / pw_break).")
+    flow_loss_weight: float = Field(0.01, ge=0, description="Weight of the ego-motion flow loss; 0 disables it.")
+    flow_loss_start: float = Field(0.1, ge=0, le=1, description="Fraction of the iterations before the flow loss starts.")
+    flow_loss_threshold: float = Field(
+        25.0, ge=0, description="Skip the flow term for an iteration when its value exceeds this (0: never skip).")
+    pixel_threshold: float = Field(50.0, ge=0, description="Per-element smooth-L1 flow loss above this is dropped (pxl_thre).")
+    smoothness_weight: float = Field(0.01, ge=0, description="Weight of the temporal pose smoothness; 0 disables it.")
+    translation_weight: float = Field(1.0, ge=0, description="Translation weight inside the smoothness term.")
+    depth_prior_weight: float = Field(0.0, ge=0, description="Weight of the scale-invariant prior towards the initial depth.")
+    implementation: Literal["fused", "autograd"] = Field(
+        "fused", description="fused: chunked value+gradient kernels (fast, low memory); autograd: plain batched ops.")
+    chunk_edges: int = Field(4, ge=1, le=100000, description="Edges per chunk in the fused kernels.")
+    window_size: int = Field(40, ge=3, description="Frames per window in windowed mode.")
+    window_overlap: int = Field(16, ge=1, description="Frames shared by consecutive windows.")
+    max_memory_gb: float = Field(6.0, gt=0, description="auto mode: use windows when the batched estimate exceeds this.")
+    threads: int = Field(0, ge=0, le=1024, description="torch CPU threads during the optimisation (0: leave as is).")

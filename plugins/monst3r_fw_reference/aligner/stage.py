@@ -1,0 +1,223 @@
+"""The ``monst3r_ga`` global aligner stage: batched or windowed MonST3R global optimisation."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import ClassVar, Iterator, Optional
+
+import numpy as np
+import roma
+import torch
+
+from monst3r_framework.errors import StageError
+from monst3r_framework.stages import AlignerInputs, GlobalAligner, Reconstruction, RunContext
+
+from .config import MonST3RGAConfig
+from .data import FlowLookup, is_symmetric, load_problem
+from .optimize import LOSS_NAMES, AlignProblem, build_params, frame_conf, optimise
+from .params import SceneParams, cam_points, pixel_grid_flat
+
+
+def estimate_batched_bytes(n_frames: int, n_edges: int, size_hw: tuple[int, int], *, use_flow: bool,
+                           symmetric: bool, implementation: str, chunk: int) -> int:
+    """Rough peak memory (bytes) of one batched optimisation, for choosing batched vs windowed."""
+    n = size_hw[0] * size_hw[1]
+    per_edge = 4 * (3 + 3 + 1 + 1 + 1 + 1)  # two pointmaps, confidences and their weights
+    if use_flow:
+        per_edge += 4 * 2 * (1 if symmetric else 2)
+    per_frame = 4 * 40  # parameters, Adam state, world points and their autograd graph
+    if implementation == "autograd":
+        work = n_edges * n * 4 * 3 * 12
+    else:
+        work = min(chunk, n_edges) * n * 4 * 3 * 10
+    return int(n_edges * n * per_edge + n_frames * n * per_frame + work)
+
+
+def _sim3_from_points(src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weighted Umeyama (R (3,3), t (3,), s ()) with dst ~= s R src + t."""
+    r, t, s = roma.rigid_points_registration(src.double(), dst.double(), weights=weight.double(), compute_scaling=True)
+    return r, t, s
+
+
+def _apply_sim3(c2w: np.ndarray, depth: np.ndarray, r: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Map cameras (F, 4, 4) and depths (F, H, W) through x -> s R x + t."""
+    rn, tn, sn = r.numpy(), t.numpy(), float(s)
+    out = np.array(c2w, np.float64, copy=True)
+    out[:, :3, :3] = rn @ out[:, :3, :3]
+    out[:, :3, 3] = sn * out[:, :3, 3] @ rn.T + tn
+    return out, np.asarray(depth) * sn
+
+
+def _world_points(c2w: np.ndarray, k: np.ndarray, depth: np.ndarray, step: int) -> torch.Tensor:
+    """(F, M, 3) float64 world points of every ``step``-th pixel."""
+    f, h, w = depth.shape
+    grid = pixel_grid_flat(h, w).double()
+    sel = torch.arange(0, h * w, step)
+    d = torch.from_numpy(np.asarray(depth, np.float64).reshape(f, -1))[:, sel]
+    kt = torch.from_numpy(np.asarray(k, np.float64))
+    pts = cam_points(d, grid[sel], 0.5 * (kt[:, 0, 0] + kt[:, 1, 1])[:, None], kt[:, :2, 2])
+    c = torch.from_numpy(np.asarray(c2w, np.float64))
+    return pts @ c[:, :3, :3].transpose(1, 2) + c[:, None, :3, 3]
+
+
+def _results(params: SceneParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    h, w = params.size_hw
+    with torch.no_grad():
+        c2w = params.world_from_cam().double().numpy()
+        k = params.intrinsics().double().numpy()
+        depth = params.depth().reshape(-1, h, w).numpy().astype(np.float32)
+    return c2w, k, depth
+
+
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    if n <= 0:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class MonST3RGlobalAligner(GlobalAligner):
+    """MonST3R global alignment: per-frame depth, poses and focal from all pair pointmaps, with the
+    ego-motion flow loss on static pixels and temporal pose smoothness; batched or windowed."""
+
+    name: ClassVar[str] = "monst3r_ga"
+    version: ClassVar[str] = "1"
+    config_model = MonST3RGAConfig
+    config: MonST3RGAConfig
+
+    def choose_mode(self, n_frames: int, n_edges: int, size_hw: tuple[int, int], use_flow: bool, symmetric: bool) -> str:
+        """'batched' or 'windowed' for this input (``mode: auto`` uses the memory estimate)."""
+        cfg = self.config
+        if cfg.mode != "auto":
+            return cfg.mode
+        need = estimate_batched_bytes(n_frames, n_edges, size_hw, use_flow=use_flow, symmetric=symmetric,
+                                      implementation=cfg.implementation, chunk=cfg.chunk_edges)
+        return "batched" if need <= cfg.max_memory_gb * 2**30 or n_frames <= cfg.window_size else "windowed"
+
+    def run(self, inputs: AlignerInputs, ctx: RunContext) -> Reconstruction:
+        cfg = self.config
+        if cfg.window_overlap >= cfg.window_size:
+            raise StageError(
+                f"global_aligner monst3r_ga: window_overlap {cfg.window_overlap} must be smaller than window_size "
+                f"{cfg.window_size}; lower window_overlap"
+            )
+        frames = inputs.frames
+        n_frames = frames.n_frames
+        pairs = np.asarray(inputs.predictions.pairs, dtype=np.int64)
+        if pairs.ndim != 2 or pairs.shape[1] != 2 or len(pairs) == 0:
+            raise StageError(f"global_aligner monst3r_ga: predictions.pairs has shape {pairs.shape}, expected (P, 2) with P > 0")
+        if pairs.min() < 0 or pairs.max() >= n_frames:
+            raise StageError(f"global_aligner monst3r_ga: pair indices span [{pairs.min()}, {pairs.max()}], expected [0, {n_frames - 1}]")
+        size_hw = (int(inputs.predictions.pts3d_i.shape[1]), int(inputs.predictions.pts3d_i.shape[2]))
+        if tuple(inputs.init.depth.shape) != (n_frames,) + size_hw:
+            raise StageError(
+                f"global_aligner monst3r_ga: init depth has shape {tuple(inputs.init.depth.shape)}, expected "
+                f"{(n_frames,) + size_hw}; the pose solver must run at the network resolution"
+            )
+        use_flow = cfg.flow_loss_weight > 0 and inputs.flow is not None
+        if cfg.flow_loss_weight > 0 and inputs.flow is None:
+            ctx.log("monst3r_ga: no flow estimator output; flow loss disabled")
+        symmetric = is_symmetric(pairs)
+        lookup = FlowLookup(np.asarray(inputs.flow.pairs)) if use_flow else None
+        mode = self.choose_mode(n_frames, len(pairs), size_hw, use_flow, symmetric)
+        init_c2w = np.asarray(inputs.init.world_from_cam, np.float64)
+        init_k = np.asarray(inputs.init.intrinsics, np.float64)
+        init_depth = np.asarray(inputs.init.depth, np.float32)
+        with _threads(cfg.threads):
+            if mode == "batched" or n_frames <= cfg.window_size:
+                c2w, k, depth, conf, history = self._batched(
+                    inputs, np.arange(n_frames), np.arange(len(pairs)), use_flow, lookup, symmetric,
+                    init_c2w, init_k, init_depth, ctx)
+            else:
+                c2w, k, depth, conf, history = self._windowed(
+                    inputs, pairs, use_flow, lookup, init_c2w, init_k, init_depth, ctx)
+        dynamic = (np.zeros(depth.shape, bool) if inputs.masks is None else np.asarray(inputs.masks.dynamic, bool))
+        h, w = size_hw
+        pts = _world_points(c2w, k, depth, 1).reshape(n_frames, h, w, 3).numpy().astype(np.float32)
+        return Reconstruction(
+            world_from_cam=c2w, intrinsics=k, intrinsics_original=frames.original_from_network()[None] @ k,
+            depth=depth, conf=conf, pts3d_world=pts, dynamic=dynamic,
+            loss_history=history, loss_names=LOSS_NAMES,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    def _batched(self, inputs, frame_ids, edge_rows, use_flow, lookup, symmetric, c2w0, k0, d0, ctx,
+                 params_hook=None):
+        cfg = self.config
+        problem = load_problem(
+            inputs, frame_ids, edge_rows, use_flow=use_flow, lookup=lookup, symmetric=symmetric,
+            world_from_cam=c2w0, intrinsics=k0, depth=d0)
+        iterations = cfg.fast_iterations if cfg.variant == "fast" else cfg.iterations
+        with ctx.progress(iterations, f"global alignment ({len(frame_ids)} frames)") as bar:
+            params, history = optimise(problem, cfg, log=ctx.log, progress=bar.advance)
+        c2w, k, depth = _results(params)
+        h, w = problem.size_hw
+        conf = frame_conf(problem).reshape(-1, h, w).numpy()
+        return c2w, k, depth, conf, history
+
+    def window_starts(self, n_frames: int) -> list[int]:
+        """First frame of each window (the last one ends at the last frame)."""
+        size, stride = self.config.window_size, self.config.window_size - self.config.window_overlap
+        starts = list(range(0, n_frames - size + 1, stride))
+        if starts[-1] + size < n_frames:
+            starts.append(n_frames - size)
+        return starts
+
+    def _windowed(self, inputs, pairs, use_flow, lookup, init_c2w, init_k, init_depth, ctx):
+        cfg = self.config
+        n_frames = len(init_c2w)
+        h, w = init_depth.shape[1:]
+        out_c2w = np.zeros((n_frames, 4, 4))
+        out_k = np.zeros((n_frames, 3, 3))
+        out_depth = np.zeros((n_frames, h, w), np.float32)
+        out_conf = np.zeros((n_frames, h, w), np.float32)
+        histories = []
+        prev_end = 0
+        step = max(1, (h * w) // 4096)
+        for widx, start in enumerate(self.window_starts(n_frames)):
+            end = start + cfg.window_size
+            ids = np.arange(start, end)
+            rows = np.flatnonzero((pairs[:, 0] >= start) & (pairs[:, 0] < end) & (pairs[:, 1] >= start) & (pairs[:, 1] < end))
+            if len(rows) == 0:
+                raise StageError(f"global_aligner monst3r_ga: window [{start}, {end}) has no pair inside it; increase window_size")
+            c2w0, k0, d0 = init_c2w[ids].copy(), init_k[ids].copy(), init_depth[ids].copy()
+            if widx > 0:
+                ov = np.arange(start, prev_end)
+                # bring the initial cameras of this window into the solved frame (Sim(3) on the overlap)
+                src = _world_points(init_c2w[ov], init_k[ov], init_depth[ov], step).reshape(-1, 3)
+                dst = _world_points(out_c2w[ov], out_k[ov], out_depth[ov], step).reshape(-1, 3)
+                wgt = torch.from_numpy(out_conf[ov].reshape(len(ov), -1)[:, ::step].reshape(-1).astype(np.float64))
+                r, t, s = _sim3_from_points(src, dst, wgt)
+                c2w0, d0 = _apply_sim3(c2w0, d0, r, t, s)
+                n_ov = len(ov)
+                c2w0[:n_ov], d0[:n_ov] = out_c2w[ov], out_depth[ov]
+                k0[:n_ov] = out_k[ov]
+                if cfg.shared_focal:
+                    k0[n_ov:, 0, 0] = k0[n_ov:, 1, 1] = out_k[ov, 0, 0].mean()
+            sym = is_symmetric(pairs[rows])
+            c2w, k, depth, conf, hist = self._batched(inputs, ids, rows, use_flow, lookup, sym, c2w0, k0, d0, ctx)
+            histories.append(hist)
+            new = slice(0, cfg.window_size)
+            if widx > 0:
+                ov = np.arange(start, prev_end)
+                n_ov = len(ov)
+                src = _world_points(c2w[:n_ov], k[:n_ov], depth[:n_ov], step).reshape(-1, 3)
+                dst = _world_points(out_c2w[ov], out_k[ov], out_depth[ov], step).reshape(-1, 3)
+                wgt = torch.from_numpy(np.minimum(conf[:n_ov], out_conf[ov]).reshape(n_ov, -1)[:, ::step].reshape(-1).astype(np.float64))
+                r, t, s = _sim3_from_points(src, dst, wgt)
+                c2w, depth = _apply_sim3(c2w, depth, r, t, s)
+                new = slice(n_ov, cfg.window_size)
+            gids = ids[new]
+            out_c2w[gids], out_k[gids], out_depth[gids], out_conf[gids] = c2w[new], k[new], depth[new], conf[new]
+            ctx.log(f"monst3r_ga: window {widx} frames [{start}, {end}) with {len(rows)} edges done")
+            prev_end = end
+        return out_c2w, out_k, out_depth, out_conf, np.concatenate(histories, axis=0)
+
+
+STAGES = (MonST3RGlobalAligner,)

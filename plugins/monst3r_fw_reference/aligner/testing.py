@@ -1,0 +1,116 @@
+"""Synthetic aligner inputs with known ground truth (used by tests and benchmarks/bench_aligner.py).
+
+Pair pointmaps are the exact ones of a :mod:`monst3r_framework.synth` scene, perturbed by
+multiplicative per-pixel depth noise and one random scale per edge; flow is exact; the
+initial trajectory imitates a pose solver (perturbed poses, focal and depth at an arbitrary scale).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from monst3r_framework.stages import AlignerInputs, CameraTrajectory, DynamicMasks, FlowField, PairPredictions
+
+
+def swinstride_pairs(n_frames: int, window: int = 5, symmetrize: bool = True) -> np.ndarray:
+    """(P, 2) int64 directed pairs of MonST3R's ``swinstride-K-noncyclic`` graph (partners i+1, i+3, ...)."""
+    edges = [(i, i + d) for d in range(1, 2 * window, 2) for i in range(n_frames - d)]
+    if symmetrize:
+        edges += [(j, i) for i, j in edges]
+    return np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+
+
+@dataclass
+class SyntheticCase:
+    inputs: AlignerInputs
+    gt_world_from_cam: np.ndarray  # (F, 4, 4)
+    gt_depth: np.ndarray  # (F, H, W)
+    gt_K: np.ndarray  # (3, 3)
+
+
+def make_case(scene, pairs: np.ndarray, *, depth_noise: float = 0.02, edge_scale_range: float = 2.0,
+              init_rot_deg: float = 1.0, init_trans_frac: float = 0.05, init_focal_err: float = 0.05,
+              seed: int = 0, with_flow: bool = True, with_masks: bool = True) -> SyntheticCase:
+    """Aligner inputs for a synthetic scene.
+
+    Args:
+        scene: a ``monst3r_framework.synth.SyntheticScene``.
+        pairs: (P, 2) directed pairs.
+        depth_noise: std of the per-pixel multiplicative noise on both pointmaps of every edge.
+        edge_scale_range: each edge is scaled by a log-uniform factor in [1/r, r].
+        init_rot_deg, init_trans_frac, init_focal_err: perturbations of the initial trajectory
+            (rotation std in degrees, translation std as a fraction of the mean camera step, focal error).
+    """
+    rng = np.random.default_rng(seed)
+    pred = scene.pair_predictions(pairs)
+    p = len(pairs)
+    scales = np.exp(rng.uniform(-np.log(edge_scale_range), np.log(edge_scale_range), p)).astype(np.float32)
+    shape = pred.pts3d_i.shape[:3]
+    n_i = (1 + depth_noise * rng.standard_normal(shape)).astype(np.float32)
+    n_j = (1 + depth_noise * rng.standard_normal(shape)).astype(np.float32)
+    pts_i = pred.pts3d_i * (n_i * scales[:, None, None])[..., None]
+    pts_j = pred.pts3d_j * (n_j * scales[:, None, None])[..., None]
+    preds = PairPredictions(pairs=pred.pairs, pts3d_i=pts_i, pts3d_j=pts_j, conf_i=pred.conf_i, conf_j=pred.conf_j)
+    flow = scene.flow_field(pairs) if with_flow else None
+    masks = DynamicMasks(dynamic=scene.dynamic_mask.copy()) if with_masks else None
+
+    gt = np.asarray(scene.cam_to_world, np.float64)
+    n = len(gt)
+    steps = np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1)
+    step = float(steps.mean()) if len(steps) else 1.0
+    glob = 0.7  # the pose solver works at its own scale
+    init = gt.copy()
+    for f in range(n):
+        axis = rng.standard_normal(3)
+        axis /= np.linalg.norm(axis)
+        ang = np.deg2rad(init_rot_deg) * rng.standard_normal()
+        k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        rot = np.eye(3) + np.sin(ang) * k + (1 - np.cos(ang)) * k @ k
+        init[f, :3, :3] = rot @ gt[f, :3, :3]
+        init[f, :3, 3] = gt[f, :3, 3] + init_trans_frac * step * rng.standard_normal(3)
+    init[:, :3, 3] *= glob
+    k0 = np.repeat(np.asarray(scene.K, np.float64)[None], n, axis=0)
+    k0[:, 0, 0] *= 1 + init_focal_err
+    k0[:, 1, 1] *= 1 + init_focal_err
+    d0 = (scene.depth * glob * (1 + depth_noise * rng.standard_normal(scene.depth.shape))).astype(np.float32)
+    init_traj = CameraTrajectory(world_from_cam=init, intrinsics=k0, depth=d0,
+                                 conf=np.full(scene.depth.shape, 2.0, np.float32))
+    inputs = AlignerInputs(frames=scene.frameset(), predictions=preds, init=init_traj, flow=flow, masks=masks)
+    return SyntheticCase(inputs=inputs, gt_world_from_cam=gt, gt_depth=np.asarray(scene.depth), gt_K=np.asarray(scene.K))
+
+
+def umeyama_sim3(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(s, R, t) minimising ||dst - (s R src + t)||^2 over (N, 3) point sets."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    cov = xd.T @ xs / len(src)
+    u, d, vt = np.linalg.svd(cov)
+    sgn = np.eye(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sgn[2, 2] = -1
+    rot = u @ sgn @ vt
+    var = (xs**2).sum() / len(src)
+    s = float(np.trace(np.diag(d) @ sgn) / var)
+    return s, rot, mu_d - s * rot @ mu_s
+
+
+def ate_percent(est_world_from_cam: np.ndarray, gt_world_from_cam: np.ndarray) -> float:
+    """RMS camera-centre error after Sim(3) Umeyama alignment, in % of the GT path length."""
+    src, dst = est_world_from_cam[:, :3, 3], gt_world_from_cam[:, :3, 3]
+    s, rot, t = umeyama_sim3(src, dst)
+    aligned = s * src @ rot.T + t
+    rmse = float(np.sqrt(((aligned - dst) ** 2).sum(1).mean()))
+    path = float(np.linalg.norm(np.diff(dst, axis=0), axis=1).sum())
+    return 100.0 * rmse / path
+
+
+def depth_abs_rel(est: np.ndarray, gt: np.ndarray) -> float:
+    """Per-frame median-scaled Abs Rel, averaged over frames."""
+    vals = []
+    for e, g in zip(np.asarray(est, np.float64), np.asarray(gt, np.float64)):
+        ok = (g > 0) & np.isfinite(e) & (e > 0)
+        s = np.median(g[ok]) / np.median(e[ok])
+        vals.append(np.mean(np.abs(e[ok] * s - g[ok]) / g[ok]))
+    return float(np.mean(vals))

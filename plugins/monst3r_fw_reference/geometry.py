@@ -117,11 +117,16 @@ def estimate_focal_knowing_depth(
         dot_xy_px = (xy_over_z * pixels).sum(dim=-1)
         dot_xy_xy = xy_over_z.square().sum(dim=-1)
         focal = dot_xy_px.mean(dim=1) / dot_xy_xy.mean(dim=1)
+        # channel-split contiguous copies so each IRLS step is a few fused passes (same maths)
+        qx, qy = xy_over_z[..., 0].contiguous(), xy_over_z[..., 1].contiguous()
+        px, py = pixels[..., 0].expand_as(qx).contiguous(), pixels[..., 1].expand_as(qy).contiguous()
+        n_pix = qx.shape[1]
         for _ in range(iterations):
-            diff = pixels - focal.view(-1, 1, 1) * xy_over_z
-            residual = torch.hypot(diff[..., 0], diff[..., 1])  # = norm(dim=-1), much faster for 2 channels
-            weight = residual.clip(min=1e-8).reciprocal()
-            focal = (weight * dot_xy_px).mean(dim=1) / (weight * dot_xy_xy).mean(dim=1)
+            f = focal.view(-1, 1)
+            # weight = 1 / max(||pixel - f * xy/z||, 1e-8)
+            weight = torch.hypot(torch.addcmul(px, qx, f, value=-1.0), torch.addcmul(py, qy, f, value=-1.0))
+            weight.clamp_(min=1e-8).reciprocal_()
+            focal = torch.linalg.vecdot(weight, dot_xy_px) / n_pix / (torch.linalg.vecdot(weight, dot_xy_xy) / n_pix)
     else:
         raise ValueError(f"estimate_focal_knowing_depth: unknown mode {mode!r}; expected 'weiszfeld' or 'median'")
     base = focal_base(h, w)

@@ -615,7 +615,8 @@ def evaluate(pred_c2w: Optional[np.ndarray], pred_depth: Optional[np.ndarray], g
         max_depth, post_clip_max: depth validity bound and clamp (see :data:`DEPTH_EVAL_PRESETS`).
         frame_ids: which GT frames the N predictions correspond to (default: the first N).
     Returns:
-        dict with ``ate``, ``rpe_trans``, ``rpe_rot``, ``abs_rel``, ``delta_1.25``, ``pose_alignment``,
+        dict with ``ate``, ``rpe_trans``, ``rpe_rot`` (degrees), ``ate_percent_of_path`` (ATE over the
+        ground-truth path length, %), ``abs_rel``, ``delta_1.25``, ``pose_alignment``,
         ``depth_alignment``, and per-alignment details under ``"depth"`` and ``"pose"``.
     """
     def get(name: str):
@@ -634,7 +635,9 @@ def evaluate(pred_c2w: Optional[np.ndarray], pred_depth: Optional[np.ndarray], g
             raise InputError(f"evaluate: {len(pred_c2w)} predicted poses but ground truth has {len(gt_c2w)}; "
                              "pass frame_ids naming the GT frame of each prediction")
         pose = evaluate_poses(pred_c2w, gt_c2w[ids], align=pose_align)
+        path = float(np.linalg.norm(np.diff(gt_c2w[ids][:, :3, 3], axis=0), axis=1).sum())
         out.update({"ate": pose["ate"], "rpe_trans": pose["rpe_trans"], "rpe_rot": pose["rpe_rot"],
+                    "ate_percent_of_path": 100.0 * pose["ate"] / path if path > 0 else float("nan"),
                     "pose_alignment": pose_align, "pose": pose})
     if pred_depth is not None and gt_depth is not None:
         pd = np.asarray(pred_depth, np.float32)

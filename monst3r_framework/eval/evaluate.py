@@ -1,0 +1,140 @@
+"""Evaluate a run against ground truth: read the predictions (from the run store or the
+``monst3r_layout`` export), read the ground truth with a dataset reader, and compute the metrics.
+
+Predictions are matched to ground-truth frames through ``FrameSet.frame_index`` (the index of each
+processed frame in the original video / sorted image folder) when the run store is readable, and by
+position otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import InputError
+from .datasets import Sequence, read_sequence
+from .metrics import evaluate, quaternion_to_matrix
+
+__all__ = ["RunPredictions", "load_run_predictions", "read_monst3r_layout", "evaluate_predictions",
+           "evaluate_reconstruction", "evaluate_run"]
+
+
+class RunPredictions:
+    """world_from_cam (N, 4, 4) float64, depth (N, h, w) float32, frame_index (N,) int64, source str."""
+
+    def __init__(self, world_from_cam: np.ndarray, depth: Optional[np.ndarray], frame_index: np.ndarray, source: str):
+        self.world_from_cam = world_from_cam
+        self.depth = depth
+        self.frame_index = frame_index
+        self.source = source
+
+
+def read_monst3r_layout(folder: str | Path) -> RunPredictions:
+    """Read the official MonST3R output layout: ``pred_traj.txt`` (``t x y z qw qx qy qz``) and
+    ``frame_XXXX.npy`` depth maps (float32, network resolution)."""
+    d = Path(folder)
+    traj = d / "pred_traj.txt"
+    if not traj.is_file():
+        raise InputError(f"{d}: no pred_traj.txt; point at a run folder with a monst3r_layout export")
+    rows = np.array([[float(v) for v in line.split()] for line in traj.read_text().splitlines() if line.strip()])
+    if rows.ndim != 2 or rows.shape[1] != 8:
+        raise InputError(f"{traj}: expected 8 numbers per line (t x y z qw qx qy qz), got shape {rows.shape}")
+    c2w = np.tile(np.eye(4), (len(rows), 1, 1))
+    c2w[:, :3, :3] = quaternion_to_matrix(rows[:, [5, 6, 7, 4]])  # file is w-first
+    c2w[:, :3, 3] = rows[:, 1:4]
+    depth_files = sorted(d.glob("frame_*.npy"))
+    depth = np.stack([np.load(p).astype(np.float32) for p in depth_files]) if depth_files else None
+    if depth is not None and len(depth) != len(c2w):
+        raise InputError(f"{d}: {len(depth_files)} frame_*.npy depth maps but {len(c2w)} poses in pred_traj.txt")
+    return RunPredictions(c2w, depth, rows[:, 0].astype(np.int64), f"{d} (monst3r_layout)")
+
+
+def _from_store(run_dir: Path) -> Optional[RunPredictions]:
+    """The run's final reconstruction from its Zarr store, or None if the store cannot be read."""
+    status = run_dir / "run.json"
+    if not status.is_file():
+        return None
+    try:
+        info = json.loads(status.read_text())
+        from ..stages import CameraTrajectory, FrameSet, Reconstruction
+        from ..store import RunStore
+
+        store = RunStore(info["store"], lock=False)
+        try:
+            keys = store.runs().get(info["run_id"], {}).get("keys", {})
+            aligner = keys.get("global_aligner")
+            if aligner and aligner != "disabled":
+                rec = store.load("global_aligner", aligner, Reconstruction)
+            else:
+                rec = store.load("pose_solver", keys["pose_solver"], CameraTrajectory)
+            c2w = np.asarray(rec.world_from_cam, np.float64)
+            depth = np.asarray(rec.depth, np.float32)
+            frame_index = np.arange(len(c2w), dtype=np.int64)
+            if keys.get("frames"):
+                frames = store.load("frames", keys["frames"], FrameSet)
+                frame_index = np.asarray(frames.frame_index, np.int64)
+        finally:
+            store.close()
+        return RunPredictions(c2w, depth, frame_index, f"{info['store']} (run {info['run_id']})")
+    except (KeyError, ValueError, OSError, TypeError, InputError):
+        return None
+    except Exception:  # a store written by another version: fall back to the exported files
+        return None
+
+
+def load_run_predictions(run_dir: str | Path) -> RunPredictions:
+    """Predictions of a run folder: its store if readable, else ``RUN_DIR/monst3r_layout`` (or RUN_DIR
+    itself when it holds ``pred_traj.txt``)."""
+    d = Path(run_dir)
+    if not d.exists():
+        raise InputError(f"run folder {d} does not exist; pass the OUT folder of `monst3r-fw run`")
+    preds = _from_store(d)
+    if preds is not None:
+        return preds
+    for cand in (d / "monst3r_layout", d):
+        if (cand / "pred_traj.txt").is_file():
+            return read_monst3r_layout(cand)
+    raise InputError(f"{d}: neither a readable run store (run.json) nor a monst3r_layout export (pred_traj.txt); "
+                     "run with the monst3r_layout exporter or point at the run's OUT folder")
+
+
+def evaluate_predictions(preds: RunPredictions, gt: Sequence, *, pose_align: str = "sim3",
+                         depth_align: tuple[str, ...] = ("median", "scale_shift")) -> dict[str, Any]:
+    """Metrics of predictions against one ground-truth sequence, with the dataset's depth settings."""
+    ids = np.asarray(preds.frame_index, np.int64)
+    n_gt = gt.n_frames
+    if len(ids) and (ids.min() < 0 or ids.max() >= n_gt):
+        if len(preds.world_from_cam) <= n_gt:
+            ids = np.arange(len(preds.world_from_cam))
+        else:
+            raise InputError(f"{gt.dataset}/{gt.name}: run has {len(preds.world_from_cam)} frames, ground truth "
+                             f"{n_gt}; evaluate the run against the sequence it was made from")
+    poses = preds.world_from_cam if gt.cam_to_world is not None else None
+    depth = preds.depth if gt.depth is not None else None
+    if poses is None and depth is None:
+        raise InputError(f"{gt.dataset}/{gt.name}: the dataset has neither ground-truth poses nor depth to evaluate")
+    if poses is not None and len(ids) < 3:
+        poses = None  # Sim(3) alignment and RPE need at least 3 poses
+    out = evaluate(poses, depth, gt, pose_align=pose_align, depth_align=depth_align,  # type: ignore[arg-type]
+                   max_depth=gt.depth_eval.get("max_depth"), post_clip_max=gt.depth_eval.get("post_clip_max"),
+                   frame_ids=ids)
+    out.update({"dataset": gt.dataset, "sequence": gt.name, "n_frames": int(len(ids)), "predictions": preds.source})
+    return out
+
+
+def evaluate_reconstruction(reconstruction: Any, frames: Any, gt_path: str | Path, dataset: str = "synthetic",
+                            seq: Optional[str] = None, **kwargs: Any) -> dict[str, Any]:
+    """Metrics of an in-memory :class:`~monst3r_framework.stages.Reconstruction` (with its FrameSet)."""
+    preds = RunPredictions(np.asarray(reconstruction.world_from_cam, np.float64),
+                           np.asarray(reconstruction.depth, np.float32),
+                           np.asarray(frames.frame_index, np.int64), "in-memory reconstruction")
+    return evaluate_predictions(preds, read_sequence(dataset, gt_path, seq), **kwargs)
+
+
+def evaluate_run(run_dir: str | Path, gt_path: str | Path, dataset: str = "synthetic", seq: Optional[str] = None,
+                 **kwargs: Any) -> dict[str, Any]:
+    """Metrics of a finished run folder against a ground-truth sequence."""
+    return evaluate_predictions(load_run_predictions(run_dir), read_sequence(dataset, gt_path, seq), **kwargs)

@@ -482,24 +482,25 @@ def _lad_scale_shift(p: np.ndarray, g: np.ndarray, iters: int = 100) -> tuple[fl
 
 def _monst3r_lad(p: np.ndarray, g: np.ndarray, s_init: float, lr: float = 1e-4, max_iters: int = 1000,
                  tol: float = 1e-6) -> tuple[float, float]:
-    """The official notebook's L1 scale/shift: Adam from (s_init, 0), stop when the loss change < tol."""
-    import torch
-
-    pt = torch.from_numpy(p)
-    gt = torch.from_numpy(g)
-    s = torch.tensor([s_init], dtype=pt.dtype, requires_grad=True)
-    t = torch.tensor([0.0], dtype=pt.dtype, requires_grad=True)
-    opt = torch.optim.Adam([s, t], lr=lr)
+    """The official notebook's L1 scale/shift: Adam (betas 0.9/0.999, eps 1e-8, as torch's defaults)
+    on ``sum |s p + t - g|`` from (s_init, 0); stops once the loss changes by less than ``tol``."""
+    params = np.array([s_init, 0.0])
+    m = np.zeros(2)
+    v = np.zeros(2)
+    b1, b2, eps = 0.9, 0.999, 1e-8
     prev = None
-    for _ in range(max_iters):
-        opt.zero_grad()
-        loss = torch.abs(s * pt + t - gt).sum()
-        loss.backward()
-        opt.step()
-        if prev is not None and abs(prev - loss.item()) < tol:
+    for step in range(1, max_iters + 1):
+        r = params[0] * p + params[1] - g
+        loss = float(np.abs(r).sum())
+        sign = np.sign(r)
+        grad = np.array([float(sign @ p), float(sign.sum())])
+        m = b1 * m + (1 - b1) * grad
+        v = b2 * v + (1 - b2) * grad * grad
+        params = params - lr * (m / (1 - b1**step)) / (np.sqrt(v / (1 - b2**step)) + eps)
+        if prev is not None and abs(prev - loss) < tol:
             break
-        prev = loss.item()
-    return float(s.item()), float(t.item())
+        prev = loss
+    return float(params[0]), float(params[1])
 
 
 def depth_metrics(pred: np.ndarray, gt: np.ndarray, align: DepthAlignment = "median",

@@ -84,12 +84,28 @@ def test_depth_l1_alignment_ignores_outliers_and_post_clip():
     assert clipped["abs_rel"] == pytest.approx((10 / 60) / 2)
 
 
-def test_depth_monst3r_lad_moves_towards_l1_optimum():
-    gt = np.linspace(1, 5, 200)
-    pred = gt / 3.0 + 0.2
+def test_depth_monst3r_lad_matches_torch_adam_procedure():
+    """'monst3r_lad' replays the official notebook: torch Adam (lr 1e-4) on the L1 loss from the median scale."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(1, 5, 300)
+    pred = gt / 3.0 + 0.2 + rng.normal(scale=0.05, size=300)
     m = depth_metrics(pred, gt, align="monst3r_lad")
-    med = depth_metrics(pred, gt, align="median")
-    assert m["abs_rel"] <= med["abs_rel"] + 1e-9
+    pt, gtt = torch.from_numpy(pred), torch.from_numpy(gt)
+    s = torch.tensor([float(np.sort(gt)[149] / np.sort(pred)[149])], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.0], dtype=torch.float64, requires_grad=True)
+    opt, prev = torch.optim.Adam([s, t], lr=1e-4), None
+    for _ in range(1000):
+        opt.zero_grad()
+        loss = torch.abs(s * pt + t - gtt).sum()
+        loss.backward()
+        opt.step()
+        if prev is not None and abs(prev - loss.item()) < 1e-6:
+            break
+        prev = loss.item()
+    assert m["scale"] == pytest.approx(s.item(), rel=1e-10) and m["shift"] == pytest.approx(t.item(), abs=1e-10)
+    assert m["abs_rel"] <= depth_metrics(pred, gt, align="median")["abs_rel"]
 
 
 def test_depth_mask_restricts_metrics_not_alignment():

@@ -80,3 +80,41 @@ def test_eval_suite_with_stubbed_runner(app, tmp_path, monkeypatch):
     assert [r["sequence"] for r in m["sequences"]] == ["s0", "s1"]
     assert m["average"]["ate"] < 1e-9 and m["average"]["abs_rel"] < 1e-6
     assert (tmp_path / "out" / "s1" / "metrics.json").is_file()
+
+
+def test_predictions_from_run_store(tmp_path):
+    """eval reads the final reconstruction (and frame indices) from the run's Zarr store."""
+    from monst3r_framework.eval.evaluate import load_run_predictions
+    from monst3r_framework.stages import FrameSet, Reconstruction
+    from monst3r_framework.store import RunStore
+    from monst3r_framework.synth import make_scene
+
+    scene = make_scene(n_frames=6, size_hw=(16, 24), seed=1, n_objects=1, supersample=1)
+    keep = np.array([1, 3, 5])  # the run processed every other frame
+    frames = FrameSet(rgb=scene.rgb[keep], frame_index=keep, timestamps=keep / 10.0, original_hw=(16, 24),
+                      network_from_original=((1.0, 0, 0), (0, 1.0, 0), (0, 0, 1.0)))
+    k = np.repeat(scene.K[None], 3, axis=0)
+    rec = Reconstruction(world_from_cam=scene.cam_to_world[keep], intrinsics=k, intrinsics_original=k,
+                         depth=scene.depth[keep], conf=np.ones((3, 16, 24), np.float32),
+                         pts3d_world=np.zeros((3, 16, 24, 3), np.float32), dynamic=scene.dynamic_mask[keep])
+    run = tmp_path / "run"
+    with RunStore(run / "store.zarr") as store:
+        store.begin("frames", "fkey", {"kind": "frames"})
+        store.commit("frames", "fkey", frames, 0.0)
+        store.begin("global_aligner", "gkey", {"kind": "global_aligner"})
+        store.commit("global_aligner", "gkey", rec, 0.0)
+        store.write_run("r1", {"keys": {"frames": "fkey", "global_aligner": "gkey"}})
+    (run / "run.json").write_text(json.dumps({"store": str(run / "store.zarr"), "run_id": "r1", "status": "complete"}))
+    preds = load_run_predictions(run)
+    assert preds.frame_index.tolist() == [1, 3, 5] and np.allclose(preds.world_from_cam, scene.cam_to_world[keep])
+    scene.save(tmp_path / "scene", video=False)
+    res = CliRunner().invoke(_app(), ["eval", str(run), "--gt", str(tmp_path / "scene")])
+    assert res.exit_code == 0, res.output
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["n_frames"] == 3 and m["ate"] < 1e-9 and m["abs_rel"] < 1e-6
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    cli_eval.register(app)
+    return app

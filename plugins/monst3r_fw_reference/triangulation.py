@@ -7,9 +7,9 @@ For every undirected edge (a, b) of the scene graph:
 2. **Relative pose.** ``cv2.findEssentialMat`` (RANSAC) with pixel intrinsics ``K`` whose focal is
    the config's ``focal`` or, when that is null, the focal of a ``fov_deg`` field of view over the
    long image edge; the principal point is the image centre ``((W - 1) / 2, (H - 1) / 2)`` (integer
-   pixel coordinates are pixel centres). ``cv2.recoverPose`` picks the cheirality-consistent
-   ``cam_b_from_cam_a`` = (R, t) with ``|t| = 1``: the scale of each edge is arbitrary, the global
-   aligner's per-edge scale absorbs it.
+   pixel coordinates are pixel centres). Hypotheses are refined by robust least squares of the
+   Sampson distance and a cheirality test picks ``cam_b_from_cam_a`` = (R, t) with ``|t| = 1``: the
+   scale of each edge is arbitrary, the global aligner's per-edge scale absorbs it.
 3. **Dense triangulation.** Every pixel of frame a is triangulated *on its own ray* (so the
    pointmap stays pixel-aligned, like a network's): its depth ``s`` along ``K^-1 (x, y, 1)`` is the
    linear least-squares solution of the two projection equations in frame b with the flow target
@@ -56,6 +56,8 @@ from monst3r_framework.stages import PairInputs, PairPredictions, PairPredictor,
 
 #: Floor of the estimated flow noise (pixels), so exact flow does not make the robust loss singular.
 MIN_NOISE_PX = 1e-3
+#: Correspondences used by the robust refinement (a random subset of those sampled for RANSAC).
+REFINE_POINTS = 1000
 
 __all__ = ["FlowTriangulationConfig", "FlowTriangulation", "EdgeGeometry", "intrinsics_from_config",
            "relative_pose_from_flow", "triangulate_on_rays"]
@@ -185,6 +187,40 @@ def refine_pose(pose: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: np.ndarray,
     return pose
 
 
+def pose_from_essential(e: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The (R, unit t) of an essential matrix that puts most points in front of both cameras.
+
+    Like ``cv2.recoverPose`` but without its distance cut-off (which, in baseline units, rejects
+    every point of a small-baseline pair) and vectorised over the four decompositions.
+
+    Args:
+        e: (3, 3) essential matrix (x_b^T E x_a = 0 in normalised coordinates).
+        p1, p2: (N, 2) float64 pixels in frames a and b.
+        k: (3, 3) float64 intrinsics.
+    Returns:
+        (4, 4) float64 cam_b_from_cam_a.
+    """
+    import cv2
+
+    r1, r2, t = cv2.decomposeEssentialMat(e)
+    k_inv = np.linalg.inv(k)
+    a = np.concatenate([p1, np.ones((len(p1), 1))], 1) @ k_inv.T  # rays in camera a, z = 1
+    b = np.concatenate([p2, np.ones((len(p2), 1))], 1) @ k_inv.T
+    best, best_count = np.eye(4), -1
+    for rot in (r1, r2):
+        for trans in (t.reshape(3), -t.reshape(3)):
+            r = a @ rot.T
+            c1, c2 = b[:, 0] * r[:, 2] - r[:, 0], b[:, 1] * r[:, 2] - r[:, 1]
+            depth = (c1 * (trans[0] - b[:, 0] * trans[2]) + c2 * (trans[1] - b[:, 1] * trans[2])) / np.maximum(
+                c1 * c1 + c2 * c2, 1e-18)
+            count = int(np.sum((depth > 0) & (depth * r[:, 2] + trans[2] > 0)))
+            if count > best_count:
+                best_count = count
+                best = np.eye(4)
+                best[:3, :3], best[:3, 3] = rot, trans / max(np.linalg.norm(trans), 1e-12)
+    return best
+
+
 def relative_pose_from_flow(flow_ab: np.ndarray, fb_error: np.ndarray, k: np.ndarray, *,
                             max_correspondences: int = 2000, fb_threshold_px: float = 1.0,
                             ransac_threshold_px: float = 1.0, ransac_confidence: float = 0.999,
@@ -196,8 +232,8 @@ def relative_pose_from_flow(flow_ab: np.ndarray, fb_error: np.ndarray, k: np.nda
     threshold, where a loose RANSAC happily fits part of a moving object). The flow noise ``sigma``
     is the robust spread of the Sampson distances of the best hypothesis; each hypothesis is
     refined (:func:`refine_pose`, scales shrinking to ``sigma``) and the lowest Cauchy cost at
-    ``sigma`` wins. ``cv2.recoverPose`` on its inliers (cheirality, no distance cut-off) fixes
-    the sign of t.
+    ``sigma`` wins. A cheirality test on its inliers (:func:`pose_from_essential`) fixes the sign
+    of t.
 
     Args:
         flow_ab: (H, W, 2) float32 flow from frame a to frame b, pixels (dx, dy).
@@ -229,37 +265,32 @@ def relative_pose_from_flow(flow_ab: np.ndarray, fb_error: np.ndarray, k: np.nda
             e, _ = cv2.findEssentialMat(p1, p2, k, method=method, prob=ransac_confidence, threshold=thr)
             if e is None or e.shape[0] < 3:
                 continue
-            # OpenCV may stack several solutions; the first is its best. No distance cut-off in the
-            # cheirality test: small baselines put every point far away in baseline units.
-            _, r, t, _, _ = cv2.recoverPose(e[:3], p1, p2, k, distanceThresh=1e9)
-            pose = np.eye(4)
-            pose[:3, :3], pose[:3, 3] = r, t.reshape(3)
-            hypotheses.append(pose)
+            # OpenCV may stack several solutions; the first is its best.
+            hyp = pose_from_essential(e[:3], p1, p2, k)
+            if not any(np.abs(hyp - other).max() < 1e-9 for other in hypotheses):
+                hypotheses.append(hyp)
         if not hypotheses:
             return EdgeGeometry(eye, 0, True, "no essential matrix found")
         # Noise level: robust spread of the best hypothesis' residuals (most pixels are static).
         spreads = [1.4826 * float(np.median(np.abs(sampson_distance(hyp, p1, p2, k)))) for hyp in hypotheses]
         sigma = max(MIN_NOISE_PX, min(spreads))
         candidates = list(hypotheses)
+        sub = slice(None, REFINE_POINTS)  # p1, p2 are already in random order
         for hyp, spread in zip(hypotheses, spreads):
             # Shrink the loss from the hypothesis' own residual level (starting wider than that can
             # pull an exact hypothesis towards a broad optimum that half-fits a moving object).
             scales = [s for s in (ransac_threshold_px, 0.3 * ransac_threshold_px, 0.1 * ransac_threshold_px)
                       if sigma < s <= 3.0 * spread] + [sigma]
-            candidates.append(refine_pose(hyp, p1, p2, k, scales))
+            candidates.append(refine_pose(hyp, p1[sub], p2[sub], k, scales))
         costs = [_cauchy_cost(sampson_distance(hyp, p1, p2, k), sigma) for hyp in candidates]
         pose = candidates[int(np.argmin(costs))]
         inlier = np.abs(sampson_distance(pose, p1, p2, k)) < max(3.0 * sigma, 0.1 * ransac_threshold_px)
         n_in = int(inlier.sum())
         if n_in < min_inliers:
             return EdgeGeometry(eye, n_in, True, f"{n_in} inliers < min_inliers={min_inliers}")
-        e_ref = _skew(pose[:3, 3]) @ pose[:3, :3]
-        _, r, t, _, _ = cv2.recoverPose(e_ref, p1[inlier], p2[inlier], k, distanceThresh=1e9)
+        out = pose_from_essential(_skew(pose[:3, 3]) @ pose[:3, :3], p1[inlier], p2[inlier], k)
     except cv2.error as exc:
         return EdgeGeometry(eye, 0, True, f"OpenCV failed: {str(exc).splitlines()[-1][:80]}")
-    out = np.eye(4)
-    out[:3, :3] = r
-    out[:3, 3] = t.reshape(3) / max(np.linalg.norm(t), 1e-12)
     return EdgeGeometry(out, n_in, False)
 
 

@@ -244,11 +244,67 @@ def write_record(group: Any, record: Record) -> None:
     group.attrs["record"] = type(record).__name__
 
 
+class LazyArray:
+    """A read-only view of a stored Zarr array that behaves like a numpy array where stages need it:
+    ``len``, ``shape``, ``dtype``, ``ndim``, slicing (returns numpy) and ``np.asarray`` (loads it).
+    Only the chunks a slice touches are read, so windowed stages can stream."""
+
+    __slots__ = ("_array",)
+
+    def __init__(self, array: Any) -> None:
+        self._array = array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self._array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._array.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        parts = key if isinstance(key, tuple) else (key,)
+        if any(isinstance(k, (list, np.ndarray)) for k in parts):
+            first, rest = parts[0], parts[1:]
+            if isinstance(first, (list, np.ndarray)) and not any(isinstance(k, (list, np.ndarray)) for k in rest):
+                idx = np.asarray(first)
+                if idx.dtype == bool:
+                    idx = np.nonzero(idx)[0]
+                rows = np.stack([np.asarray(self._array[int(i)]) for i in idx]) if len(idx) else \
+                    np.zeros((0,) + self.shape[1:], self.dtype)
+                return rows[(slice(None),) + rest] if rest else rows
+            return np.asarray(self)[key]
+        return np.asarray(self._array[key])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.asarray(self._array[...])
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return f"LazyArray(shape={self.shape}, dtype={self.dtype})"
+
+
 def read_record(group: Any, cls: type[R]) -> R:
-    """Rebuild a record from a group: arrays stay lazy Zarr arrays (slice them), metadata from attrs."""
+    """Rebuild a record from a group: arrays are :class:`LazyArray` views (slice them or
+    ``np.asarray`` them), metadata comes from attrs."""
     kwargs: dict[str, Any] = {}
     for name in cls.DIMS:
-        kwargs[name] = group[name] if name in group else None
+        kwargs[name] = LazyArray(group[name]) if name in group else None
     meta = group.attrs.get("meta", {}) or {}
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for name, value in meta.items():

@@ -131,10 +131,10 @@ def sampson_distance(cam_b_from_cam_a: np.ndarray, p1: np.ndarray, p2: np.ndarra
 
 def _pose_from_params(rot: np.ndarray, t0: np.ndarray, tangent: np.ndarray, x: np.ndarray) -> np.ndarray:
     """(4, 4) pose with rotation exp(x[:3]) @ rot and unit translation normalise(t0 + tangent @ x[3:])."""
-    from scipy.spatial.transform import Rotation
+    import cv2
 
     out = np.eye(4)
-    out[:3, :3] = Rotation.from_rotvec(x[:3]).as_matrix() @ rot
+    out[:3, :3] = cv2.Rodrigues(np.ascontiguousarray(x[:3], np.float64))[0] @ rot
     t = t0 + tangent @ x[3:]
     out[:3, 3] = t / np.linalg.norm(t)
     return out

@@ -60,6 +60,14 @@ def _world_points(c2w: np.ndarray, k: np.ndarray, depth: np.ndarray, step: int) 
     return pts @ c[:, :3, :3].transpose(1, 2) + c[:, None, :3, 3]
 
 
+def _camera_anchor_points(c2w: np.ndarray, depth: np.ndarray) -> torch.Tensor:
+    """(2F, 3) float64: camera centres and the points one median depth along each optical axis."""
+    c = np.asarray(c2w, np.float64)
+    med = np.median(np.asarray(depth, np.float64).reshape(len(c), -1), axis=1)
+    ahead = c[:, :3, 3] + med[:, None] * c[:, :3, 2]
+    return torch.from_numpy(np.concatenate([c[:, :3, 3], ahead], axis=0))
+
+
 def _results(params: SceneParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     h, w = params.size_hw
     with torch.no_grad():
@@ -189,10 +197,12 @@ class MonST3RGlobalAligner(GlobalAligner):
             c2w0, k0, d0 = init_c2w[ids].copy(), init_k[ids].copy(), init_depth[ids].copy()
             if widx > 0:
                 ov = np.arange(start, prev_end)
-                # bring the initial cameras of this window into the solved frame (Sim(3) on the overlap)
-                src = _world_points(init_c2w[ov], init_k[ov], init_depth[ov], step).reshape(-1, 3)
-                dst = _world_points(out_c2w[ov], out_k[ov], out_depth[ov], step).reshape(-1, 3)
-                wgt = torch.from_numpy(out_conf[ov].reshape(len(ov), -1)[:, ::step].reshape(-1).astype(np.float64))
+                # bring the initial cameras of this window into the solved frame: Sim(3) on the overlap
+                # cameras (centres and a point one median depth ahead of each), so the new frames start
+                # consistent with the solved overlap frames
+                src = _camera_anchor_points(init_c2w[ov], init_depth[ov])
+                dst = _camera_anchor_points(out_c2w[ov], out_depth[ov])
+                wgt = torch.ones(len(src), dtype=torch.float64)
                 r, t, s = _sim3_from_points(src, dst, wgt)
                 c2w0, d0 = _apply_sim3(c2w0, d0, r, t, s)
                 n_ov = len(ov)
@@ -207,9 +217,10 @@ class MonST3RGlobalAligner(GlobalAligner):
             if widx > 0:
                 ov = np.arange(start, prev_end)
                 n_ov = len(ov)
-                src = _world_points(c2w[:n_ov], k[:n_ov], depth[:n_ov], step).reshape(-1, 3)
-                dst = _world_points(out_c2w[ov], out_k[ov], out_depth[ov], step).reshape(-1, 3)
-                wgt = torch.from_numpy(np.minimum(conf[:n_ov], out_conf[ov]).reshape(n_ov, -1)[:, ::step].reshape(-1).astype(np.float64))
+                # stitch: Sim(3) taking this window's overlap cameras onto the solved ones
+                src = _camera_anchor_points(c2w[:n_ov], depth[:n_ov])
+                dst = _camera_anchor_points(out_c2w[ov], out_depth[ov])
+                wgt = torch.ones(len(src), dtype=torch.float64)
                 r, t, s = _sim3_from_points(src, dst, wgt)
                 c2w, depth = _apply_sim3(c2w, depth, r, t, s)
                 new = slice(n_ov, cfg.window_size)

@@ -149,6 +149,9 @@ def test_inference_batches(model, batch):
     with torch.no_grad():
         _close("head1_raw_output", model.head_raw(1, dec1, hw), d["head1_raw_output"], PTS)
         _close("head2_raw_output", model.head_raw(2, dec2, hw), d["head2_raw_output"], PTS)
+        # the per-frame part of the heads, precomputed from the encoder tokens, gives the same output
+        skip1 = model.head_encoder_skip(1, dec1[0], hw)
+        _close("head1 with cached skip", model.downstream_head1.raw(dec1, hw, skip1), d["head1_raw_output"], PTS)
         v1, v2 = _views(d)
         pred1, pred2 = model(v1, v2)
     _check_preds(pred1, pred2, d)

@@ -46,8 +46,11 @@ class FusionBlock(nn.Module):
         self.resConfUnit1 = ResidualConvUnit(channels)  # noqa: N815 (official key name)
         self.resConfUnit2 = ResidualConvUnit(channels)  # noqa: N815
 
-    def forward(self, x: Tensor, skip: Optional[Tensor] = None) -> Tensor:
-        if skip is not None:
+    def forward(self, x: Tensor, skip: Optional[Tensor] = None, skip_refined: Optional[Tensor] = None) -> Tensor:
+        """``skip_refined`` = ``resConfUnit1(skip)`` computed beforehand (e.g. cached per frame)."""
+        if skip_refined is not None:
+            x = x + skip_refined
+        elif skip is not None:
             x = x + self.resConfUnit1(skip)
         return self.out_conv(_upsample2(self.resConfUnit2(x)))
 
@@ -88,21 +91,34 @@ class DPTAdapter(nn.Module):
             nn.Conv2d(DPT_LAST_DIM, out_channels, 1),
         )
 
-    def forward(self, tokens: Sequence[Tensor], image_size: tuple[int, int]) -> Tensor:
-        """tokens: [encoder out, dec 1..L] each (B, N, C); image_size (H, W) -> (B, out_channels, H, W)."""
+    def _level(self, idx: int, t: Tensor, image_size: tuple[int, int]) -> Tensor:
         rows, cols = image_size[0] // self.patch_size, image_size[1] // self.patch_size
-        levels = []
-        for idx, hook in enumerate(self.hooks):
-            t = tokens[hook]
-            fmap = t.transpose(1, 2).reshape(t.shape[0], t.shape[2], rows, cols)
-            levels.append(self.scratch.layer_rn[idx](self.act_postprocess[idx](fmap)))
+        fmap = t.transpose(1, 2).reshape(t.shape[0], t.shape[2], rows, cols)
+        return self.scratch.layer_rn[idx](self.act_postprocess[idx](fmap))
+
+    def encoder_skip(self, enc_tokens: Tensor, image_size: tuple[int, int]) -> Tensor:
+        """The part of the head that depends on the encoder tokens only (hook 0 is the encoder
+        output): ``refinenet1.resConfUnit1(layer_rn[0](act_postprocess[0](tokens)))``,
+        (B, 256, 4*H/16, 4*W/16). A caller can compute it once per frame and pass it to forward."""
+        if self.hooks[0] != 0:
+            raise ValueError("encoder_skip needs hook 0 to read the encoder output")
+        return self.scratch.refinenet1.resConfUnit1(self._level(0, enc_tokens, image_size))
+
+    def forward(self, tokens: Sequence[Tensor], image_size: tuple[int, int],
+                encoder_skip: Optional[Tensor] = None) -> Tensor:
+        """tokens: [encoder out, dec 1..L] each (B, N, C); image_size (H, W) -> (B, out_channels, H, W).
+
+        ``encoder_skip``: optional precomputed :meth:`encoder_skip` of ``tokens[0]``.
+        """
         s = self.scratch
+        levels = [None if (idx == 0 and encoder_skip is not None) else self._level(idx, tokens[hook], image_size)
+                  for idx, hook in enumerate(self.hooks)]
         path = s.refinenet4(levels[3])
         # hook-3 is downsampled with stride 2: with an odd grid its x2 upsample overshoots, so crop
         path = path[:, :, : levels[2].shape[2], : levels[2].shape[3]]
         path = s.refinenet3(path, levels[2])
         path = s.refinenet2(path, levels[1])
-        path = s.refinenet1(path, levels[0])
+        path = s.refinenet1(path, levels[0], skip_refined=encoder_skip)
         return self.head(path)
 
 
@@ -147,11 +163,16 @@ class DPTHead(nn.Module):
         dims = [config.enc_embed_dim] + [config.dec_embed_dim] * 3
         self.dpt = DPTAdapter(dims, config.dpt_hooks, config.patch_size, 3 + int(config.has_conf))
 
-    def raw(self, tokens: Sequence[Tensor], image_size: tuple[int, int]) -> Tensor:
-        return self.dpt(tokens, image_size)
+    def raw(self, tokens: Sequence[Tensor], image_size: tuple[int, int], encoder_skip: Optional[Tensor] = None
+            ) -> Tensor:
+        return self.dpt(tokens, image_size, encoder_skip)
 
-    def forward(self, tokens: Sequence[Tensor], image_size: tuple[int, int]) -> dict[str, Tensor]:
-        return postprocess(self.raw(tokens, image_size), self.config)
+    def encoder_skip(self, enc_tokens: Tensor, image_size: tuple[int, int]) -> Optional[Tensor]:
+        return self.dpt.encoder_skip(enc_tokens, image_size)
+
+    def forward(self, tokens: Sequence[Tensor], image_size: tuple[int, int], encoder_skip: Optional[Tensor] = None
+                ) -> dict[str, Tensor]:
+        return postprocess(self.raw(tokens, image_size, encoder_skip), self.config)
 
 
 class LinearHead(nn.Module):
@@ -164,14 +185,19 @@ class LinearHead(nn.Module):
         self.patch_size = config.patch_size
         self.proj = nn.Linear(config.dec_embed_dim, (3 + int(config.has_conf)) * config.patch_size ** 2)
 
-    def raw(self, tokens: Sequence[Tensor], image_size: tuple[int, int]) -> Tensor:
+    def encoder_skip(self, enc_tokens: Tensor, image_size: tuple[int, int]) -> Optional[Tensor]:
+        return None  # the linear head reads the last decoder layer only
+
+    def raw(self, tokens: Sequence[Tensor], image_size: tuple[int, int], encoder_skip: Optional[Tensor] = None
+            ) -> Tensor:
         last = tokens[-1]
         b = last.shape[0]
         p = self.patch_size
         feat = self.proj(last).transpose(-1, -2).reshape(b, -1, image_size[0] // p, image_size[1] // p)
         return F.pixel_shuffle(feat, p)
 
-    def forward(self, tokens: Sequence[Tensor], image_size: tuple[int, int]) -> dict[str, Tensor]:
+    def forward(self, tokens: Sequence[Tensor], image_size: tuple[int, int], encoder_skip: Optional[Tensor] = None
+                ) -> dict[str, Tensor]:
         return postprocess(self.raw(tokens, image_size), self.config)
 
 

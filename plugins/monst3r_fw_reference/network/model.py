@@ -115,7 +115,20 @@ class Monst3rNetwork(nn.Module):
         module = self.downstream_head1 if head == 1 else self.downstream_head2
         return module.raw(tokens, image_size)
 
-    def _run_head(self, head: int, tokens: Sequence[Tensor], true_shape: Tensor) -> dict[str, Tensor]:
+    def head_encoder_skip(self, head: int, enc_tokens: Tensor, image_size: tuple[int, int]) -> Optional[Tensor]:
+        """Per-frame part of head 1 or 2 (see ``DPTAdapter.encoder_skip``); None for the linear head.
+
+        Args:
+            enc_tokens: (B, N, enc_embed_dim) from :meth:`encode`.
+            image_size: (H, W) of the images (inference layout).
+        """
+        module = self.downstream_head1 if head == 1 else self.downstream_head2
+        dtype = next(module.parameters()).dtype
+        with _no_autocast(enc_tokens.device.type):
+            return module.encoder_skip(enc_tokens.to(dtype), image_size)
+
+    def _run_head(self, head: int, tokens: Sequence[Tensor], true_shape: Tensor,
+                  encoder_skip: Optional[Tensor] = None) -> dict[str, Tensor]:
         module = self.downstream_head1 if head == 1 else self.downstream_head2
         shape = torch.as_tensor(true_shape).detach().to("cpu", torch.int64)
         if not self.config.landscape_only:
@@ -123,7 +136,9 @@ class Monst3rNetwork(nn.Module):
                 raise ValueError(
                     f"all true_shape entries of a batch must be identical on the inference path, got {shape.tolist()}"
                 )
-            return module(tokens, (int(shape[0, 0]), int(shape[0, 1])))
+            return module(tokens, (int(shape[0, 0]), int(shape[0, 1])), encoder_skip)
+        if encoder_skip is not None:
+            raise ValueError("precomputed head features are only supported on the inference path (landscape_only=False)")
         # Training layout: tensors are landscape; portrait samples run in their own orientation and
         # come back transposed into the landscape layout.
         h, w = int(shape.min()), int(shape.max())
@@ -143,31 +158,38 @@ class Monst3rNetwork(nn.Module):
             out[key] = full
         return out
 
-    def heads(self, dec1: Sequence[Tensor], dec2: Sequence[Tensor], shape1: Tensor, shape2: Tensor
+    def heads(self, dec1: Sequence[Tensor], dec2: Sequence[Tensor], shape1: Tensor, shape2: Tensor,
+              skip1: Optional[Tensor] = None, skip2: Optional[Tensor] = None
               ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Decoder outputs -> (pred1, pred2) with ``pts3d``/``conf`` and ``pts3d_in_other_view``/``conf``."""
-        dtype = self.downstream_head1.parameters().__next__().dtype
+        """Decoder outputs -> (pred1, pred2) with ``pts3d``/``conf`` and ``pts3d_in_other_view``/``conf``.
+
+        ``skip1`` / ``skip2``: optional per-frame head features from :meth:`head_encoder_skip`
+        (head 1 on view 1's tokens, head 2 on view 2's), so they need not be recomputed per pair.
+        """
+        dtype = next(self.downstream_head1.parameters()).dtype
         with _no_autocast(dec1[-1].device.type):
-            pred1 = self._run_head(1, [t.to(dtype) for t in dec1], shape1)
-            pred2 = self._run_head(2, [t.to(dtype) for t in dec2], shape2)
+            pred1 = self._run_head(1, [t.to(dtype) for t in dec1], shape1, skip1)
+            pred2 = self._run_head(2, [t.to(dtype) for t in dec2], shape2, skip2)
         pred2["pts3d_in_other_view"] = pred2.pop("pts3d")
         return pred1, pred2
 
     def decode_and_head(self, feat1: Tensor, pos1: Tensor, shape1: Tensor, feat2: Tensor, pos2: Tensor,
-                        shape2: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+                        shape2: Tensor, skip1: Optional[Tensor] = None, skip2: Optional[Tensor] = None
+                        ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Cached-token entry point: encoder tokens of both views -> (pred1, pred2).
 
         Args:
             feat1, feat2: (B, N, enc_embed_dim) tokens from :meth:`encode`.
             pos1, pos2: (B, N, 2) int64 positions from :meth:`encode`.
             shape1, shape2: (B, 2) int (height, width) of each view.
+            skip1, skip2: optional cached per-frame head features (:meth:`head_encoder_skip`).
 
         Returns:
             pred1 with ``pts3d`` (B, H, W, 3) in camera 1 and ``conf`` (B, H, W); pred2 with
             ``pts3d_in_other_view`` (B, H, W, 3) in camera 1 and ``conf`` (B, H, W).
         """
         dec1, dec2 = self.decode(feat1, pos1, feat2, pos2)
-        return self.heads(dec1, dec2, shape1, shape2)
+        return self.heads(dec1, dec2, shape1, shape2, skip1, skip2)
 
     # ------------------------------------------------------------------ official call
     @staticmethod

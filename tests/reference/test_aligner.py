@@ -68,7 +68,7 @@ def test_accuracy_on_noisy_synthetic_pairs(case):
     assert init_ate > 1.0
     assert ate < 0.5 and ate < init_ate / 4
     assert rel < 0.015 and rel < init_rel
-    assert abs(rec.intrinsics[0, 0, 0] / case.gt_K[0, 0] - 1) < 0.01  # init focal was 5% off
+    assert abs(rec.intrinsics[0, 0, 0] / case.gt_K[0, 0] - 1) < 0.02  # init focal was 5% off
     # record contents
     assert rec.loss_history.shape == (200, len(LOSS_NAMES)) and rec.loss_names == LOSS_NAMES
     assert rec.loss_history[0, 3] == 0 and rec.loss_history[-1, 3] > 0  # flow starts at 10%

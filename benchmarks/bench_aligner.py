@@ -1,0 +1,233 @@
+"""Benchmark of the ``monst3r_ga`` global aligner: speed, peak memory and accuracy.
+
+Sections (each prints a table; run one at a time on a busy machine):
+
+* ``speed``: seconds per iteration before / after the flow loss starts, iterations/s and peak RSS
+  (CUDA peak too when --device cuda) for F frames at HxW, swinstride-5 pairs (symmetrised).
+  Each configuration runs in a fresh subprocess so the RSS peak is its own.
+* ``accuracy``: ATE (% of the path length, Sim(3) Umeyama) and depth Abs Rel (median scaled) on a
+  synthetic scene (monst3r_framework.synth, one moving object) fed GT pair pointmaps with 2%
+  multiplicative depth noise, a random scale per edge (log-uniform in [1/2, 2]) and GT flow;
+  rows with the flow / smoothness terms on and off, and the `fast` variant.
+* ``windowed``: batched vs windowed on the same synthetic inputs (ATE, time, peak RSS).
+
+Examples:
+    python benchmarks/bench_aligner.py speed --frames 10 30 60 120 --size 128 224 --iters 12
+    python benchmarks/bench_aligner.py accuracy --frames 30 --size 128 224
+    python benchmarks/bench_aligner.py windowed --frames 30 60 120 --size 64 112
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _case(frames: int, size_hw: tuple[int, int], seed: int = 0, **kw):
+    from monst3r_framework.synth import make_scene
+    from monst3r_fw_reference.aligner.testing import make_case, swinstride_pairs
+
+    scene = make_scene(n_frames=frames, size_hw=size_hw, seed=seed, n_objects=1, supersample=1)
+    return make_case(scene, swinstride_pairs(frames), seed=seed, **kw)
+
+
+def _random_inputs(frames: int, size_hw: tuple[int, int], seed: int = 0):
+    """Inputs with realistic shapes and value ranges but no scene (for speed/memory only)."""
+    from monst3r_framework.stages import (AlignerInputs, CameraTrajectory, DynamicMasks, FlowField, FrameSet,
+                                          PairPredictions)
+    from monst3r_fw_reference.aligner.testing import swinstride_pairs
+
+    rng = np.random.default_rng(seed)
+    h, w = size_hw
+    pairs = swinstride_pairs(frames)
+    p = len(pairs)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    f = 0.9 * max(h, w)
+    depth = (2 + rng.random((frames, h, w), dtype=np.float32))
+    def pts(d):
+        return np.stack([(xs - w / 2) / f * d, (ys - h / 2) / f * d, d], -1)
+    pi = np.empty((p, h, w, 3), np.float32)
+    pj = np.empty((p, h, w, 3), np.float32)
+    for e, (i, j) in enumerate(pairs):
+        pi[e] = pts(depth[i])
+        pj[e] = pts(depth[j]) + np.float32(0.01 * (j - i))
+    conf = (1.5 + rng.random((p, h, w), dtype=np.float32))
+    flow = (rng.standard_normal((p, h, w, 2)).astype(np.float32))
+    c2w = np.repeat(np.eye(4)[None], frames, 0)
+    c2w[:, 0, 3] = 0.02 * np.arange(frames)
+    k = np.repeat(np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]])[None], frames, 0)
+    fs = FrameSet(rgb=np.zeros((frames, h, w, 3), np.uint8), frame_index=np.arange(frames),
+                  timestamps=np.arange(frames) / 10.0, original_hw=(h, w),
+                  network_from_original=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
+    dyn = np.zeros((frames, h, w), bool)
+    dyn[:, h // 3: h // 2, w // 3: w // 2] = True
+    return AlignerInputs(
+        frames=fs, predictions=PairPredictions(pairs=pairs, pts3d_i=pi, pts3d_j=pj, conf_i=conf, conf_j=conf.copy()),
+        init=CameraTrajectory(world_from_cam=c2w, intrinsics=k, depth=depth, conf=np.full(depth.shape, 2.0, np.float32)),
+        flow=FlowField(pairs=pairs, flow_ij=flow, flow_ji=flow.copy()), masks=DynamicMasks(dynamic=dyn))
+
+
+def _speed_one(frames: int, h: int, w: int, iters: int, impl: str, device: str) -> dict:
+    import torch
+    from monst3r_framework.stages import RunContext
+    from monst3r_fw_reference.aligner.data import FlowLookup, load_problem
+    from monst3r_fw_reference.aligner.config import MonST3RGAConfig
+    from monst3r_fw_reference.aligner.optimize import Objective, build_params
+
+    inp = _random_inputs(frames, (h, w))
+    pairs = np.asarray(inp.predictions.pairs)
+    t0 = time.perf_counter()
+    prob = load_problem(inp, np.arange(frames), np.arange(len(pairs)), use_flow=True, lookup=FlowLookup(pairs),
+                        symmetric=True, world_from_cam=inp.init.world_from_cam, intrinsics=inp.init.intrinsics,
+                        depth=inp.init.depth)
+    del inp
+    cfg = MonST3RGAConfig(implementation=impl)
+    params = build_params(prob, cfg)
+    t_setup = time.perf_counter() - t0
+    obj = Objective(prob, params, cfg, 300)
+    opt = torch.optim.Adam([t for t in params.parameters() if t.requires_grad], lr=0.01, betas=(0.9, 0.9))
+
+    cpu: dict[int, list[float]] = {1: [], 299: []}
+
+    def step(it: int) -> float:
+        t, c = time.perf_counter(), time.process_time()
+        opt.zero_grad(set_to_none=True)
+        loss, _ = obj(it)
+        loss.backward()
+        opt.step()
+        cpu.setdefault(it, []).append(time.process_time() - c)
+        return time.perf_counter() - t
+
+    step(0)  # warm-up
+    pre = [step(1) for _ in range(iters)]
+    post = [step(299) for _ in range(iters)]
+    s_pre, s_post = float(np.median(pre)), float(np.median(post))
+    cpu_pre, cpu_post = float(np.median(cpu[1])), float(np.median(cpu[299]))
+    total_300 = 30 * s_pre + 270 * s_post  # flow starts at 10 % of 300 iterations
+    return dict(frames=frames, hw=f"{h}x{w}", pairs=int(len(pairs)), impl=impl, threads=torch.get_num_threads(),
+                s_per_it_pre_flow=s_pre, s_per_it_flow=s_post, it_per_s=300 / total_300, est_300_it_s=total_300,
+                setup_s=t_setup, peak_rss_mb=_peak_rss_mb(), cpu_s_per_it_pre_flow=cpu_pre, cpu_s_per_it_flow=cpu_post,
+                cpu_est_300_it_s=30 * cpu_pre + 270 * cpu_post)
+
+
+def cmd_speed(args) -> None:
+    rows = []
+    for size in args.sizes:
+        h, w = size
+        for f in args.frames:
+            for impl in args.impl:
+                cmd = [sys.executable, __file__, "_speed_one", str(f), str(h), str(w), str(args.iters), impl, args.device]
+                out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+                if out.returncode != 0:
+                    print(f"{f} frames {h}x{w} {impl}: failed: {out.stderr.strip().splitlines()[-1:]}", flush=True)
+                    continue
+                row = json.loads(out.stdout.strip().splitlines()[-1])
+                rows.append(row)
+                print(f"{row['frames']:4d} fr {row['hw']:>8s} {row['pairs']:5d} pairs {impl:8s} thr={row['threads']} "
+                      f"pre-flow {row['s_per_it_pre_flow']:.3f} s/it  flow {row['s_per_it_flow']:.3f} s/it  "
+                      f"{row['it_per_s']:.2f} it/s  300 it ~{row['est_300_it_s']:.0f} s (CPU time {row['cpu_est_300_it_s']:.0f} s)  "
+                      f"peak RSS {row['peak_rss_mb']:.0f} MB",
+                      flush=True)
+
+
+def _accuracy_one(case, **cfg) -> dict:
+    import torch
+    from monst3r_framework.stages import RunContext
+    from monst3r_fw_reference.aligner import MonST3RGAConfig, MonST3RGlobalAligner
+    from monst3r_fw_reference.aligner.testing import ate_percent, depth_abs_rel
+
+    torch.manual_seed(0)
+    t = time.perf_counter()
+    rec = MonST3RGlobalAligner(MonST3RGAConfig(**cfg)).run(case.inputs, RunContext())
+    dt = time.perf_counter() - t
+    return dict(cfg=cfg, seconds=dt, ate=ate_percent(rec.world_from_cam, case.gt_world_from_cam),
+                absrel=depth_abs_rel(rec.depth, case.gt_depth),
+                focal_err=float(rec.intrinsics[0, 0, 0] / case.gt_K[0, 0] - 1))
+
+
+def cmd_accuracy(args) -> None:
+    from monst3r_fw_reference.aligner.testing import ate_percent, depth_abs_rel
+
+    for f in args.frames:
+        case = _case(f, tuple(args.size))
+        print(f"{f} frames {args.size[0]}x{args.size[1]}: init ATE {ate_percent(case.inputs.init.world_from_cam, case.gt_world_from_cam):.3f} %, "
+              f"init AbsRel {depth_abs_rel(case.inputs.init.depth, case.gt_depth):.4f}", flush=True)
+        for cfg in json.loads(args.configs):
+            r = _accuracy_one(case, **cfg)
+            print(f"  {json.dumps(cfg):70s} ATE {r['ate']:.3f} %  AbsRel {r['absrel']:.4f}  focal err {100 * r['focal_err']:+.2f} %  "
+                  f"{r['seconds']:.0f} s", flush=True)
+
+
+def _windowed_one(frames: int, h: int, w: int, mode: str, cfg_json: str) -> dict:
+    cfg = json.loads(cfg_json)
+    case = _case(frames, (h, w))
+    base = _peak_rss_mb()
+    r = _accuracy_one(case, mode=mode, **cfg)
+    r.update(frames=frames, mode=mode, peak_rss_mb=_peak_rss_mb(), rss_before_mb=base)
+    return r
+
+
+def cmd_windowed(args) -> None:
+    h, w = args.size
+    for f in args.frames:
+        for mode in ("batched", "windowed"):
+            cmd = [sys.executable, __file__, "_windowed_one", str(f), str(h), str(w), mode, args.config]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+            if out.returncode != 0:
+                print(f"{f} frames {mode}: failed: {out.stderr.strip().splitlines()[-3:]}", flush=True)
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{f:4d} frames {h}x{w} {mode:8s} ATE {r['ate']:.3f} %  AbsRel {r['absrel']:.4f}  {r['seconds']:.0f} s  "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB (inputs+scene before the stage: {r['rss_before_mb']:.0f} MB)", flush=True)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_speed_one":
+        f, h, w, iters, impl, device = sys.argv[2:8]
+        print(json.dumps(_speed_one(int(f), int(h), int(w), int(iters), impl, device)))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_windowed_one":
+        f, h, w, mode, cfg = sys.argv[2:7]
+        print(json.dumps(_windowed_one(int(f), int(h), int(w), mode, cfg)))
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sp = sub.add_parser("speed")
+    sp.add_argument("--frames", type=int, nargs="+", default=[10, 30, 60, 120])
+    sp.add_argument("--size", dest="sizes", type=int, nargs=2, action="append", help="H W (repeatable)")
+    sp.add_argument("--iters", type=int, default=10, help="timed iterations before and after the flow loss starts")
+    sp.add_argument("--impl", nargs="+", default=["fused"], choices=["fused", "autograd"])
+    sp.add_argument("--device", default="cpu")
+    ac = sub.add_parser("accuracy")
+    ac.add_argument("--frames", type=int, nargs="+", default=[30])
+    ac.add_argument("--size", type=int, nargs=2, default=[128, 224])
+    ac.add_argument("--configs", default=json.dumps([
+        {}, {"flow_loss_weight": 0.0}, {"smoothness_weight": 0.0}, {"flow_loss_weight": 0.0, "smoothness_weight": 0.0},
+        {"translation_weight": 0.1}, {"variant": "fast"}, {"variant": "fast", "smoothness_weight": 0.0}]))
+    wd = sub.add_parser("windowed")
+    wd.add_argument("--frames", type=int, nargs="+", default=[30, 60, 120])
+    wd.add_argument("--size", type=int, nargs=2, default=[64, 112])
+    wd.add_argument("--config", default=json.dumps({"smoothness_weight": 0.0, "window_size": 30, "window_overlap": 10}))
+    args = ap.parse_args()
+    if args.cmd == "speed":
+        args.sizes = args.sizes or [[128, 224], [288, 512]]
+        cmd_speed(args)
+    elif args.cmd == "accuracy":
+        cmd_accuracy(args)
+    else:
+        cmd_windowed(args)
+
+
+if __name__ == "__main__":
+    main()

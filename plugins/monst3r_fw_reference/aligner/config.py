@@ -16,11 +16,7 @@ class MonST3RGAConfig(StageConfig):
     mode: Literal["auto", "batched", "windowed"] = Field(
         "auto", description="batched: all frames at once; windowed: overlapping windows stitched by Sim(3); "
         "auto: batched when the memory estimate fits max_memory_gb.")
-    variant: Literal["official", "fast"] = Field(
-        "official", description="official: Adam(0.9, 0.9), the schedule below, `iterations` steps; fast: same "
-        "losses with fast_iterations steps and a cosine schedule (see benchmarks/bench_aligner.py).")
     iterations: int = Field(300, ge=1, le=100000, description="Optimisation steps (official 300).")
-    fast_iterations: int = Field(150, ge=1, le=100000, description="Steps of the `fast` variant.")
     lr: float = Field(0.01, gt=0, le=1.0, description="Initial Adam learning rate.")
     lr_min: float = Field(1e-3, ge=0, le=1.0, description="Final learning rate of the schedule.")
     schedule: Literal["linear", "cosine"] = Field("linear", description="Learning-rate schedule from lr to lr_min.")

@@ -207,9 +207,8 @@ def optimise(
     """Run the Adam loop; returns the optimised variables and the (I, T) loss history (LOSS_NAMES)."""
     if params is None:
         params = build_params(problem, cfg)
-    fast = cfg.variant == "fast"
-    iterations = cfg.fast_iterations if fast else cfg.iterations
-    schedule = "cosine" if fast else cfg.schedule
+    iterations = cfg.iterations
+    schedule = cfg.schedule
     objective = Objective(problem, params, cfg, iterations)
     trainable = [t for t in params.parameters() if t.requires_grad]
     history = np.zeros((iterations, len(LOSS_NAMES)), np.float32)

@@ -161,7 +161,7 @@ class MonST3RGlobalAligner(GlobalAligner):
         problem = load_problem(
             inputs, frame_ids, edge_rows, use_flow=use_flow, lookup=lookup, symmetric=symmetric,
             world_from_cam=c2w0, intrinsics=k0, depth=d0)
-        iterations = cfg.fast_iterations if cfg.variant == "fast" else cfg.iterations
+        iterations = cfg.iterations
         with ctx.progress(iterations, f"global alignment ({len(frame_ids)} frames)") as bar:
             params, history = optimise(problem, cfg, log=ctx.log, progress=bar.advance)
         c2w, k, depth = _results(params)

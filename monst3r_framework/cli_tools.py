@@ -66,8 +66,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("demo_out"),
-        frames: Annotated[int, typer.Option(help="Frames in the synthetic scene.")] = 30,
-        size: Annotated[str, typer.Option(help="WxH of the synthetic scene (multiples of 16).")] = "512x288",
+        frames: Annotated[int, typer.Option(help="Frames in the synthetic scene.")] = 20,
+        size: Annotated[str, typer.Option(help="WxH of the synthetic scene (multiples of 16); the network runs at this size.")] = "256x144",
         seed: Annotated[int, typer.Option(help="Scene seed.")] = 0,
         objects: Annotated[int, typer.Option(help="Independently moving objects (0-3).")] = 1,
         recipe: Annotated[Optional[Path], typer.Option(help="Recipe to run (default: recipes/classical.yaml).")] = None,

@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
                          "computed": [r.label for r in result.reports if not r.cached],
                          "stage_seconds": {r.label: r.seconds for r in result.reports}})
         table = Table(title=f"ablation on {input}")
-        table.add_column("recipe")
+        table.add_column("recipe", no_wrap=True)
         if gt_path is not None:
             for col in METRIC_COLUMNS:
                 table.add_column(col, justify="right")

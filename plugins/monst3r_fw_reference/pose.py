@@ -252,6 +252,12 @@ class PnPMSTConfig(StageConfig):
         None, description="Path of known camera-to-world poses for every frame (.npz/.npy/.txt, see docs); "
         "the estimate is similarity-aligned to them and the depths rescaled.")
     num_workers: int = Field(0, ge=0, le=256, description="Threads for PnP; 0 = one per CPU core.")
+    chaining: Literal["similarity", "camera_scale"] = Field(
+        "similarity", description="How a tree edge is attached to the placed frame: 'similarity' = weighted "
+        "Procrustes of the pointmaps (official); 'camera_scale' = the placed frame's camera pose and a robust "
+        "scale only (a pair's view of a frame lies on that frame's camera rays, so rotation and centre are "
+        "already known; Procrustes instead absorbs depth distortion into a rotation that accumulates along "
+        "the tree). With 'camera_scale' every frame is posed by PnP as soon as it is placed.")
 
     @field_validator("intrinsics")
     @classmethod
@@ -305,15 +311,20 @@ class PnPMST(PoseSolver):
         scores = edge_scores(pred)
         im_conf = image_confidence(pred, n)
         tree = _spanning_tree(pairs, scores, n)
-        pts3d, poses, focal_edge = self._traverse(tree, pairs, pred, n)
+        if cfg.chaining == "camera_scale":
+            focals, pts3d, poses = self._traverse_camera(tree, pairs, scores, pred, n, pp, known_focal, ctx)
+        else:
+            focals = None
+            pts3d, poses, focal_edge = self._traverse(tree, pairs, pred, n)
 
         # Focals: the view-i pointmap of the tree edge that placed the frame, else of its best edge.
-        order = np.argsort(-scores, kind="stable")
-        for k in order:
-            focal_edge.setdefault(int(pairs[k, 0]), int(k))
-        if known_focal is not None:
+        if focals is not None:
+            pass
+        elif known_focal is not None:
             focals = np.full(n, known_focal, np.float64)
         else:
+            for k in np.argsort(-scores, kind="stable"):
+                focal_edge.setdefault(int(pairs[k, 0]), int(k))
             focals = self._estimate_focals(pred, [focal_edge[f] for f in range(n)], pp)
 
         # PnP for frames the tree did not pose, in parallel.
@@ -407,6 +418,90 @@ class PnPMST(PoseSolver):
                 poses[i] = _sim3(1.0, R, T)
         return pts3d, poses, focal_edge
 
+    def _traverse_camera(self, tree: list[tuple[float, int, int, int]], pairs: np.ndarray, scores: np.ndarray,
+                         pred: PairPredictions, n: int, pp: tuple[float, float], known_focal: Optional[float],
+                         ctx: RunContext) -> tuple[np.ndarray, list[Optional[np.ndarray]], list[Optional[np.ndarray]]]:
+        """``chaining='camera_scale'``: place frames along the tree by camera pose + scale.
+
+        Same traversal order as :meth:`_traverse`. For a tree edge whose frame ``f`` is placed
+        (world pointmap ``W_f``, pose ``world_from_cam_f``), the pair's view of ``f`` is brought into
+        camera f (identity when f is the pair's first view, else by PnP of that view), its scale is
+        the confidence-weighted median of ``|cam_f_from_world W_f| / |X|``, and the pair frame is
+        ``world_from_cam_f * scale * cam_f_from_pair``. The new frame is posed from it (first view)
+        or by PnP of its world pointmap (second view).
+
+        Returns:
+            focals (F,) float64, world pointmaps (F of (H, W, 3) float64), world_from_cam (F of (4, 4)).
+        """
+        cfg = self.config
+        if known_focal is not None:
+            focals = np.full(n, known_focal, np.float64)
+        else:  # each frame's focal from its best-scoring pair where it is the first view
+            best: dict[int, int] = {}
+            for k in np.argsort(-scores, kind="stable"):
+                best.setdefault(int(pairs[k, 0]), int(k))
+            focals = self._estimate_focals(pred, [best[f] for f in range(n)], pp)
+
+        def pnp(f: int, pts: np.ndarray, conf: np.ndarray) -> np.ndarray:
+            mask = conf > cfg.min_conf_thr
+            if mask.sum() < cfg.min_pnp_points:
+                mask = conf >= np.median(conf)
+            res = pnp_world_from_cam(pts, mask, float(focals[f]), pp, cfg.iterations, cfg.reprojection_px,
+                                     cfg.max_pnp_points, seed=ctx.seed + f)
+            if res is None:
+                ctx.log(f"pose_solver pnp_mst: PnP failed for frame {f} while chaining; identity used")
+                return np.eye(4)
+            return res[0]
+
+        pts3d: list[Optional[np.ndarray]] = [None] * n
+        poses: list[Optional[np.ndarray]] = [None] * n
+        todo = sorted(tree)
+        _, i, j, k = todo.pop()
+        pts3d[i] = np.asarray(pred.pts3d_i[k], np.float64)
+        pts3d[j] = np.asarray(pred.pts3d_j[k], np.float64)
+        poses[i] = np.eye(4)
+        poses[j] = pnp(j, pts3d[j], np.asarray(pred.conf_j[k], np.float64))
+        done = {i, j}
+        stalled = 0
+        while todo:
+            score, i, j, k = todo.pop()
+            if (i in done) == (j in done):
+                if i in done:
+                    raise StageError(f"pose_solver pnp_mst: spanning tree edge ({i}, {j}) closes a cycle; internal error")
+                todo.insert(0, (score, i, j, k))
+                stalled += 1
+                if stalled > len(todo):
+                    raise StageError(f"pose_solver pnp_mst: the pair graph is disconnected (frames "
+                                     f"{sorted(set(range(n)) - done)[:10]} unreachable); use a connected scene graph")
+                continue
+            stalled = 0
+            x_i = np.asarray(pred.pts3d_i[k], np.float64)
+            x_j = np.asarray(pred.pts3d_j[k], np.float64)
+            c_i = np.asarray(pred.conf_i[k], np.float64)
+            c_j = np.asarray(pred.conf_j[k], np.float64)
+            if i in done:  # the pair frame is camera i
+                f, x_f, c_f, pair_from_cam_f = i, x_i, c_i, np.eye(4)
+            else:  # camera j in the pair frame, by PnP of its own view
+                f, x_f, c_f = j, x_j, c_j
+                pair_from_cam_f = pnp(j, x_j, c_j)
+            cam_f_from_pair = np.linalg.inv(pair_from_cam_f)
+            y = _apply(np.linalg.inv(poses[f]), pts3d[f])  # placed pointmap in camera f
+            z = _apply(cam_f_from_pair, x_f)
+            s = _weighted_median_ratio(np.linalg.norm(y, axis=-1), np.linalg.norm(z, axis=-1), c_f)
+            world_from_pair = poses[f] @ np.diag([s, s, s, 1.0]) @ cam_f_from_pair
+            if f == i:
+                pts3d[j] = _apply(world_from_pair, x_j)
+                poses[j] = pnp(j, pts3d[j], c_j)
+                done.add(j)
+            else:
+                pts3d[i] = _apply(world_from_pair, x_i)
+                pose = np.eye(4)
+                pose[:3, :3] = poses[f][:3, :3] @ cam_f_from_pair[:3, :3]
+                pose[:3, 3] = world_from_pair[:3, 3]
+                poses[i] = pose
+                done.add(i)
+        return focals, pts3d, poses
+
     def _estimate_focals(self, pred: PairPredictions, edges: Sequence[int], pp: tuple[float, float],
                          chunk: int = 16) -> np.ndarray:
         """Weiszfeld focal of each frame from the view-i pointmap of the given pair, batched."""
@@ -424,6 +519,18 @@ class PnPMST(PoseSolver):
 
 def _apply(t: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ t[:3, :3].T + t[:3, 3]
+
+
+def _weighted_median_ratio(num: np.ndarray, den: np.ndarray, weights: np.ndarray) -> float:
+    """Weighted median of ``num / den`` over pixels where both are finite and positive (1.0 if none)."""
+    num, den, wt = num.reshape(-1), den.reshape(-1), np.asarray(weights, np.float64).reshape(-1)
+    ok = np.isfinite(num) & np.isfinite(den) & (num > 0) & (den > 0) & np.isfinite(wt) & (wt > 0)
+    if not ok.any():
+        return 1.0
+    ratio, wt = num[ok] / den[ok], wt[ok]
+    order = np.argsort(ratio)
+    cum = np.cumsum(wt[order])
+    return float(ratio[order][np.searchsorted(cum, 0.5 * cum[-1])])
 
 
 def _spanning_tree(pairs: np.ndarray, scores: np.ndarray, n: int) -> list[tuple[float, int, int, int]]:

@@ -21,6 +21,22 @@ from the pair's own two directed predictions (a, b) and (b, a) alone, independen
 
 ``pose_source: solver`` replaces the per-pair PairViewer by the pose solver's global cameras and
 depths (cheaper, not the official path).
+
+Robust options (not official; the defaults reproduce the official behaviour):
+
+* ``pose_source: homography``: the camera-induced flow of each directed pair is a RANSAC
+  homography fitted to its forward-backward consistent flow (rotation-only / distant or planar
+  scene model; needs neither pointmaps nor cameras). On real handheld clips where the
+  weight-free pose solver fails this is the cue that works; scenes with strong near-field
+  parallax make it flag static foreground.
+* ``valid_pixels: fb_consistent``: pixels whose flow leaves the other image or is forward-backward
+  inconsistent (:func:`geometry.flow_consistency` above ``fb_threshold_px``) are left out of the
+  normalisation and of the per-frame mean (a pixel valid in no pair gets error 0). Otherwise
+  out-of-view pixels, whose flow is meaningless, dominate the per-pair maximum.
+* ``normalisation: median``: ``e / (e + median_scale * median(e))`` with the median over the
+  pair's valid pixels (a robust scale of the static background's residual) instead of min-max;
+  0.5 means a residual ``median_scale`` times the typical one.
+* ``morph_radius``: binary opening then closing of the final mask with a square of side ``2r+1``.
 """
 
 from __future__ import annotations
@@ -42,7 +58,7 @@ from monst3r_framework.stages import (
     StageConfig,
 )
 
-from .geometry import ego_flow, estimate_focal_knowing_depth
+from .geometry import ego_flow, estimate_focal_knowing_depth, flow_consistency
 from .pose import pnp_world_from_cam, principal_point
 
 __all__ = ["FlowStaticConfig", "FlowStaticMask", "UserMasksConfig", "UserMasks", "SAM2RefineConfig", "SAM2Refine",
@@ -58,9 +74,10 @@ class FlowStaticConfig(StageConfig):
     type: Literal["flow_static"] = "flow_static"
     threshold: float = Field(0.35, ge=0, le=1, description="Dynamic where the mean normalised flow residual exceeds "
                              "this (official motion_mask_thre 0.35).")
-    pose_source: Literal["pair", "solver"] = Field(
+    pose_source: Literal["pair", "solver", "homography"] = Field(
         "pair", description="'pair': each pair's own two-view poses and depths (official PairViewer); "
-        "'solver': the pose solver's global cameras and depths.")
+        "'solver': the pose solver's global cameras and depths; 'homography': a RANSAC homography of "
+        "each pair's consistent flow (no pointmaps or cameras needed; not official).")
     pnp_iterations: int = Field(100, ge=1, le=100000, description="RANSAC iterations of the per-pair PnP (official 100).")
     reprojection_px: float = Field(5.0, gt=0, description="Per-pair PnP inlier threshold in pixels (official 5).")
     min_conf_thr: float = Field(3.0, ge=0, description="Per-pair PnP uses pixels whose confidence exceeds this (official 3).")
@@ -72,6 +89,22 @@ class FlowStaticConfig(StageConfig):
         "center", description="Per-pair camera principal point: (W/2, H/2) official, or ((W-1)/2, (H-1)/2).")
     num_workers: int = Field(0, ge=0, le=256, description="Threads for the per-pair PnP; 0 = one per CPU core.")
     batch_size: int = Field(16, ge=1, le=4096, description="Pairs per batched focal / ego-flow computation.")
+    valid_pixels: Literal["all", "fb_consistent"] = Field(
+        "all", description="'all': every pixel enters normalisation and mean (official); 'fb_consistent': only "
+        "pixels whose flow stays in the other image and is forward-backward consistent.")
+    fb_threshold_px: float = Field(1.0, gt=0, description="valid_pixels fb_consistent (and homography fitting): "
+                                   "forward-backward inconsistency limit in pixels (flow_consistency's measure).")
+    normalisation: Literal["minmax", "median"] = Field(
+        "minmax", description="Per-pair residual normalisation: 'minmax' (official) or 'median': "
+        "e / (e + median_scale * median of the pair's valid residuals).")
+    median_scale: float = Field(16.0, gt=0, le=1e6, description="normalisation median: residual, in multiples "
+                                "of the pair's median residual, that maps to 0.5.")
+    homography_ransac_px: float = Field(2.0, gt=0, le=100, description="pose_source homography: RANSAC inlier "
+                                        "threshold in pixels.")
+    homography_points: int = Field(3000, ge=8, le=1_000_000, description="pose_source homography: random "
+                                   "consistent correspondences per pair fed to RANSAC.")
+    morph_radius: int = Field(0, ge=0, le=64, description="Opening then closing of the final mask with a "
+                              "(2r+1)^2 square; 0 = none (official).")
 
 
 def _pair_index(pairs: np.ndarray) -> dict[tuple[int, int], int]:
@@ -100,6 +133,59 @@ def _normalise(err: torch.Tensor) -> torch.Tensor:
     lo = err.amin(dim=(1, 2), keepdim=True)
     hi = err.amax(dim=(1, 2), keepdim=True)
     return (err - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def _normalise_valid(err: torch.Tensor, valid: torch.Tensor, cfg: FlowStaticConfig) -> torch.Tensor:
+    """Normalise (B, H, W) residuals in pixels using only their ``valid`` (B, H, W) bool pixels.
+
+    'minmax': min-max over the valid pixels; 'median': ``e / (e + median_scale * median_valid(e))``.
+    Maps without valid pixels come back as zeros.
+    """
+    big = torch.finfo(err.dtype).max
+    if cfg.normalisation == "minmax":
+        lo = torch.where(valid, err, big).amin(dim=(1, 2), keepdim=True)
+        hi = torch.where(valid, err, -big).amax(dim=(1, 2), keepdim=True)
+        out = (err - lo) / (hi - lo).clamp_min(1e-12)
+        return torch.where(valid.any(dim=(1, 2), keepdim=True), out.clamp(0, 1), torch.zeros_like(err))
+    flat = torch.where(valid, err, torch.nan).flatten(1)
+    med = torch.nanmedian(flat, dim=1).values.nan_to_num(0.0)[:, None, None]
+    scale = (cfg.median_scale * med).clamp_min(1e-6)
+    return err / (err + scale)
+
+
+def _valid_pixels(f_12: torch.Tensor, f_21: torch.Tensor, fb_threshold_px: float) -> torch.Tensor:
+    """(B, H, W) bool: flow (B, H, W, 2) target inside the image and forward-backward consistent."""
+    inconsistency, in_bounds = flow_consistency(f_12.permute(0, 3, 1, 2), f_21.permute(0, 3, 1, 2))
+    return (inconsistency[:, 0] < fb_threshold_px) & in_bounds[:, 0]
+
+
+def _homography_flow(f_12: np.ndarray, valid: np.ndarray, cfg: FlowStaticConfig, seed: int) -> np.ndarray:
+    """Camera-induced flow (H, W, 2) float32 of a RANSAC homography fitted to the valid flow.
+
+    Args:
+        f_12: (H, W, 2) float32 flow of image 1 to image 2 in pixels.
+        valid: (H, W) bool pixels usable as correspondences (consistent, inside image 2).
+    Returns:
+        ``H(x) - x`` for every pixel x of image 1; zeros (identity) if fewer than 8 valid pixels
+        or RANSAC fails.
+    """
+    import cv2
+
+    h, w = f_12.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    grid = np.stack([xs, ys], -1)
+    idx = np.flatnonzero(valid)
+    if len(idx) < 8:
+        return np.zeros((h, w, 2), np.float32)
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(idx, min(cfg.homography_points, len(idx)), replace=False)
+    p1 = grid.reshape(-1, 2)[idx]
+    p2 = p1 + f_12.reshape(-1, 2)[idx]
+    hom, _ = cv2.findHomography(p1, p2, cv2.RANSAC, cfg.homography_ransac_px)
+    if hom is None:
+        return np.zeros((h, w, 2), np.float32)
+    mapped = cv2.perspectiveTransform(grid.reshape(-1, 1, 2), hom).reshape(h, w, 2)
+    return (mapped - grid).astype(np.float32)
 
 
 def _pair_views(pred: PairPredictions, a: int, b: int, k_ab: int, k_ba: Optional[int], focals: dict[int, float],
@@ -169,7 +255,10 @@ def flow_residual_maps(
     pp = principal_point(h, w, cfg.principal_point)
     get_flow = _flow_lookup(flow)
 
-    if cfg.pose_source == "solver":
+    if cfg.pose_source == "homography":
+        edges = sorted({(min(i, j), max(i, j)) for i, j in np.asarray(flow.pairs, np.int64).tolist() if i != j})
+        views = {}
+    elif cfg.pose_source == "solver":
         if cameras is None:
             raise StageError("mask_builder flow_static: pose_source 'solver' needs the pose solver's cameras; "
                              "enable a pose_solver or set pose_source: pair")
@@ -216,29 +305,51 @@ def flow_residual_maps(
             bar.advance(len(edges))
 
     total = np.zeros((n, h, w), np.float64)
-    count = np.zeros(n, np.int64)
+    count = np.zeros((n, h, w), np.float64)
     missing = [e for e in edges if get_flow(*e) is None]
     if missing:
         raise StageError(f"mask_builder flow_static: no flow for pairs {missing[:5]}; the flow estimator must run "
                          "on the same scene graph as the pair predictor")
+    robust = cfg.valid_pixels != "all" or cfg.normalisation != "minmax"
     for s in range(0, len(edges), cfg.batch_size):
         chunk = edges[s:s + cfg.batch_size]
-        # float32 as the official code (the residual is normalised per pair, so precision is ample)
-        pa, pb, da, db, ka, kb = (torch.from_numpy(np.stack([views[e][m] for e in chunk]).astype(np.float32))
-                                  for m in range(6))
-        ra, ta, rb, tb = pa[:, :3, :3], pa[:, :3, 3:], pb[:, :3, :3], pb[:, :3, 3:]
-        ego_ab, _ = ego_flow(ra, ta, rb, tb, 1.0 / (da[:, None] + 1e-6), kb, torch.linalg.inv(ka))
-        ego_ba, _ = ego_flow(rb, tb, ra, ta, 1.0 / (db[:, None] + 1e-6), ka, torch.linalg.inv(kb))
         f_ab = torch.from_numpy(np.stack([get_flow(a, b) for a, b in chunk]))
         f_ba = torch.from_numpy(np.stack([get_flow(b, a) for a, b in chunk]))
-        err_a = _normalise(torch.hypot(ego_ab[:, 0] - f_ab[..., 0], ego_ab[:, 1] - f_ab[..., 1])).numpy()
-        err_b = _normalise(torch.hypot(ego_ba[:, 0] - f_ba[..., 0], ego_ba[:, 1] - f_ba[..., 1])).numpy()
+        if cfg.valid_pixels == "fb_consistent" or cfg.pose_source == "homography":
+            valid_a = _valid_pixels(f_ab, f_ba, cfg.fb_threshold_px)
+            valid_b = _valid_pixels(f_ba, f_ab, cfg.fb_threshold_px)
+        if cfg.pose_source == "homography":
+            va, vb = valid_a.numpy(), valid_b.numpy()
+            ego_ab = torch.from_numpy(np.stack([
+                _homography_flow(f_ab[m].numpy(), va[m], cfg, ctx.seed + 7919 * a + b)
+                for m, (a, b) in enumerate(chunk)])).permute(0, 3, 1, 2)
+            ego_ba = torch.from_numpy(np.stack([
+                _homography_flow(f_ba[m].numpy(), vb[m], cfg, ctx.seed + 7919 * b + a)
+                for m, (a, b) in enumerate(chunk)])).permute(0, 3, 1, 2)
+        else:
+            # float32 as the official code (the residual is normalised per pair, so precision is ample)
+            pa, pb, da, db, ka, kb = (torch.from_numpy(np.stack([views[e][m] for e in chunk]).astype(np.float32))
+                                      for m in range(6))
+            ra, ta, rb, tb = pa[:, :3, :3], pa[:, :3, 3:], pb[:, :3, :3], pb[:, :3, 3:]
+            ego_ab, _ = ego_flow(ra, ta, rb, tb, 1.0 / (da[:, None] + 1e-6), kb, torch.linalg.inv(ka))
+            ego_ba, _ = ego_flow(rb, tb, ra, ta, 1.0 / (db[:, None] + 1e-6), ka, torch.linalg.inv(kb))
+        res_a = torch.hypot(ego_ab[:, 0] - f_ab[..., 0], ego_ab[:, 1] - f_ab[..., 1])
+        res_b = torch.hypot(ego_ba[:, 0] - f_ba[..., 0], ego_ba[:, 1] - f_ba[..., 1])
+        if not robust:  # official path
+            err_a, err_b = _normalise(res_a).numpy(), _normalise(res_b).numpy()
+            w_a = w_b = np.ones((len(chunk), h, w))
+        else:
+            if cfg.valid_pixels == "all":
+                valid_a = valid_b = torch.ones_like(res_a, dtype=torch.bool)
+            err_a = _normalise_valid(res_a, valid_a, cfg).numpy()
+            err_b = _normalise_valid(res_b, valid_b, cfg).numpy()
+            w_a, w_b = valid_a.numpy(), valid_b.numpy()
         for m, (a, b) in enumerate(chunk):
-            total[a] += err_a[m]
-            total[b] += err_b[m]
-            count[a] += 1
-            count[b] += 1
-    return (total / np.maximum(count, 1)[:, None, None]).astype(np.float32)
+            total[a] += err_a[m] * w_a[m]
+            total[b] += err_b[m] * w_b[m]
+            count[a] += w_a[m]
+            count[b] += w_b[m]
+    return (total / np.maximum(count, 1)).astype(np.float32)
 
 
 class FlowStaticMask(MaskBuilder):
@@ -258,7 +369,21 @@ class FlowStaticMask(MaskBuilder):
             raise StageError("mask_builder flow_static: needs optical flow; enable a flow_estimator "
                              "(e.g. type: opencv_dis) in the recipe")
         err = flow_residual_maps(inputs.frames, inputs.predictions, inputs.flow, self.config, inputs.cameras, ctx)
-        return DynamicMasks(dynamic=err > self.config.threshold, error=err, source="flow")
+        return DynamicMasks(dynamic=_clean(err > self.config.threshold, self.config.morph_radius), error=err,
+                            source="flow")
+
+
+def _clean(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Per-frame binary opening then closing of (F, H, W) bool masks with a (2r+1)^2 square (r=0: unchanged)."""
+    if radius <= 0:
+        return mask
+    import cv2
+
+    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    out = np.empty_like(mask)
+    for k, m in enumerate(mask.astype(np.uint8)):
+        out[k] = cv2.morphologyEx(cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel), cv2.MORPH_CLOSE, kernel) > 0
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def resolve_scene_input(scene_or_input: Path) -> tuple[Path, Optional[Path]]:
 
 def evaluate_against(result: Any, gt_path: Path) -> dict[str, Any]:
     """Metrics of a run (a ``RunResult``) against a ground-truth folder in the synthetic layout."""
-    from .eval import evaluate
+    from .eval.metrics import evaluate
     from .synth import load_scene
 
     scene = load_scene(gt_path)

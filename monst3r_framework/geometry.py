@@ -44,3 +44,13 @@ def transform_points(world_from_cam: np.ndarray, pts: np.ndarray) -> np.ndarray:
 def depth_to_world_points(depth: np.ndarray, intrinsics: np.ndarray, world_from_cam: np.ndarray) -> np.ndarray:
     """(F, H, W) depth + (F, 3, 3) K + (F, 4, 4) cam-to-world -> (F, H, W, 3) float32 world points."""
     return transform_points(world_from_cam, depth_to_cam_points(depth, intrinsics)).astype(np.float32)
+
+
+def inv_rigid(t: np.ndarray) -> np.ndarray:
+    """Inverse of (..., 4, 4) rigid transforms via the rotation transpose (exact for rotations, as evo does)."""
+    out = np.zeros_like(t)
+    rt = np.swapaxes(t[..., :3, :3], -1, -2)
+    out[..., :3, :3] = rt
+    out[..., :3, 3] = -(rt @ t[..., :3, 3:4])[..., 0]
+    out[..., 3, 3] = 1.0
+    return out

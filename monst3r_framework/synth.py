@@ -33,6 +33,8 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from .geometry import inv_rigid as _inv_rigid
+
 from .errors import InputError
 
 __all__ = ["SyntheticScene", "make_scene", "load_scene", "GT_FORMAT_VERSION"]
@@ -84,14 +86,6 @@ def _rigid(rot: np.ndarray, trans: np.ndarray) -> np.ndarray:
     return out
 
 
-def _inv_rigid(t: np.ndarray) -> np.ndarray:
-    """Inverse of (..., 4, 4) rigid transforms."""
-    out = np.zeros_like(t)
-    rt = np.swapaxes(t[..., :3, :3], -1, -2)
-    out[..., :3, :3] = rt
-    out[..., :3, 3] = -(rt @ t[..., :3, 3:4])[..., 0]
-    out[..., 3, 3] = 1.0
-    return out
 
 
 def _apply(t: np.ndarray, pts: np.ndarray) -> np.ndarray:

@@ -40,6 +40,8 @@ from typing import Literal, Optional, Sequence
 
 import numpy as np
 
+from ..geometry import inv_rigid as _inv_rigid
+
 from ..errors import InputError
 
 __all__ = [
@@ -149,14 +151,6 @@ def rotation_angle(rot: np.ndarray) -> np.ndarray:
     return 2.0 * np.arctan2(np.linalg.norm(q[..., :3], axis=-1), np.abs(q[..., 3]))
 
 
-def _inv_rigid(t: np.ndarray) -> np.ndarray:
-    """Inverse of (..., 4, 4) rigid transforms, using the transpose (as evo does)."""
-    out = np.zeros_like(t)
-    rt = np.swapaxes(t[..., :3, :3], -1, -2)
-    out[..., :3, :3] = rt
-    out[..., :3, 3] = -(rt @ t[..., :3, 3:4])[..., 0]
-    out[..., 3, 3] = 1.0
-    return out
 
 
 def _check_poses(name: str, poses: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Optional
 
 import numpy as np
 
+from monst3r_framework.checks import check_shape
 from monst3r_framework.errors import ShapeError, StageError
 from monst3r_framework.stages import ExportInputs, Exporter, ExportResult, RunContext
 
@@ -87,14 +88,7 @@ class SceneArrays:
 
 
 def _check(where: str, name: str, array: object, spec: str, dims: dict[str, int]) -> None:
-    axes = spec.split()
-    shape = tuple(int(s) for s in getattr(array, "shape", ()))
-    if len(shape) != len(axes):
-        raise ShapeError(f"{where}.{name}: expected {len(axes)} axes ({spec}), got shape {shape}")
-    for axis, size in zip(axes, shape):
-        expected = int(axis) if axis.isdigit() else dims.setdefault(axis, size)
-        if size != expected:
-            raise ShapeError(f"{where}.{name}: axis {axis} should be {expected} ({spec}, {dims}), got shape {shape}")
+    check_shape(f"{where}.{name}", array, spec, dims)
 
 
 def scene_arrays(inputs: ExportInputs, where: str) -> SceneArrays:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import InputError
+from .store import jsonable as _jsonable
 
 _out = Console()
 _err = Console(stderr=True)
@@ -48,20 +49,6 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def metrics_table(rows: list[dict[str, Any]], title: str) -> Table:

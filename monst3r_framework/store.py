@@ -18,6 +18,7 @@ import dataclasses
 import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -48,18 +49,24 @@ def digest(payload: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
+def jsonable(value: Any) -> Any:
+    """Plain-JSON copy of a value: numpy scalars/arrays, paths, tuples and pydantic models converted,
+    non-finite floats -> None (store attrs, metrics.json and summary.json all use this)."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, np.generic):
-        return value.item()
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return value
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if hasattr(value, "model_dump"):
+        return jsonable(value.model_dump(mode="json"))
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
 
 
 def _tupleify(value: Any) -> Any:
@@ -164,7 +171,7 @@ class RunStore:
         group = self.get_group(path)
         if group is None:
             group = self.root.require_group(path)
-        group.attrs.update({**_jsonable(attrs), "key": key, "complete": False})
+        group.attrs.update({**jsonable(attrs), "key": key, "complete": False})
         return group.require_group("partial")
 
     def commit(self, kind: str, key: str, record: Record, seconds: float) -> None:
@@ -189,7 +196,7 @@ class RunStore:
     # -------------------------------------------------------------------------------- runs
     def write_run(self, run_id: str, attrs: dict[str, Any]) -> None:
         group = self.root.require_group(f"runs/{run_id}")
-        group.attrs.update(_jsonable(attrs))
+        group.attrs.update(jsonable(attrs))
 
     def runs(self) -> dict[str, dict[str, Any]]:
         group = self.get_group("runs")
@@ -240,7 +247,7 @@ def write_record(group: Any, record: Record) -> None:
                                       dimension_names=dims, overwrite=True)
         if arr.size:
             zarr_arr[...] = arr
-    group.attrs["meta"] = _jsonable(record.meta())
+    group.attrs["meta"] = jsonable(record.meta())
     group.attrs["record"] = type(record).__name__
 
 

@@ -12,29 +12,11 @@ import numpy as np
 from pydantic import Field
 
 from monst3r_framework.stages import ExportInputs, RunContext, StageConfig
+from monst3r_framework.store import jsonable as _jsonable
 
 from ._common import AtomicExporter, SceneArrays, dynamic_masks
 
 SUMMARY_SCHEMA = 1
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain-JSON copy of run_info values (numpy scalars/arrays, paths, tuples, pydantic models)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if hasattr(value, "model_dump"):
-        return _jsonable(value.model_dump(mode="json"))
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
 
 
 def config_hash(run_info: dict[str, Any]) -> str | None:

@@ -88,6 +88,15 @@ class FlowTriangulationConfig(StageConfig):
     max_conf: float = Field(10.0, gt=1.0, le=1000.0, description="Confidence of a perfect pixel (conf is in [1, max_conf]).")
     max_depth_ratio: float = Field(
         100.0, gt=1.0, description="Depths are clipped to [median / ratio, median * ratio] of the edge's reliable pixels.")
+    border_px: float = Field(
+        0.0, ge=0, le=64, description="Flow correspondences closer than this to the image border (in either frame) "
+        "are not used for the relative pose, in pixels (flow is least accurate at the border).")
+    rotation_averaging: bool = Field(
+        False, description="Replace each edge's rotation by the one implied by robust rotation averaging over the "
+        "whole scene graph and re-estimate its translation with that rotation fixed (removes the rotation / "
+        "translation ambiguity of small-baseline two-view fits).")
+    rotation_scale_deg: float = Field(
+        0.5, gt=0, le=90, description="Cauchy scale of the edge residual angles in rotation averaging, in degrees.")
     batch_size: int = Field(8, ge=1, le=1024, description="Edges triangulated together (memory ~ 1 KB per pixel per edge).")
 
 
@@ -120,13 +129,20 @@ def _skew(v: np.ndarray) -> np.ndarray:
 
 def sampson_distance(cam_b_from_cam_a: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: np.ndarray) -> np.ndarray:
     """(N,) float64 signed Sampson distance in pixels of correspondences p1 (frame a) -> p2 (frame b), (N, 2)."""
+    num, denom = _sampson_parts(cam_b_from_cam_a, p1, p2, k)
+    return num / denom
+
+
+def _sampson_parts(cam_b_from_cam_a: np.ndarray, p1: np.ndarray, p2: np.ndarray,
+                   k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Epipolar residual ``x_b^T F x_a`` (pixels, homogeneous) and the Sampson normaliser, each (N,)."""
     k_inv = np.linalg.inv(k)
     fund = k_inv.T @ _skew(cam_b_from_cam_a[:3, 3]) @ cam_b_from_cam_a[:3, :3] @ k_inv
     x1 = np.concatenate([p1, np.ones((len(p1), 1))], 1)
     x2 = np.concatenate([p2, np.ones((len(p2), 1))], 1)
     fx1, ftx2 = x1 @ fund.T, x2 @ fund
     num = (x2 * fx1).sum(1)
-    return num / np.sqrt(fx1[:, 0] ** 2 + fx1[:, 1] ** 2 + ftx2[:, 0] ** 2 + ftx2[:, 1] ** 2 + 1e-30)
+    return num, np.sqrt(fx1[:, 0] ** 2 + fx1[:, 1] ** 2 + ftx2[:, 0] ** 2 + ftx2[:, 1] ** 2 + 1e-30)
 
 
 def _pose_from_params(rot: np.ndarray, t0: np.ndarray, tangent: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -145,7 +161,7 @@ def _cauchy_cost(d: np.ndarray, scale: float) -> float:
 
 
 def refine_pose(pose: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: np.ndarray, scales: list[float],
-                iterations: int = 8) -> np.ndarray:
+                iterations: int = 8, fix_rotation: bool = False) -> np.ndarray:
     """Robust refinement of (R, unit t) minimising the Cauchy loss of the Sampson distance.
 
     Iteratively reweighted Gauss-Newton (forward-difference Jacobian over 5 parameters: a rotation
@@ -158,9 +174,11 @@ def refine_pose(pose: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: np.ndarray,
         p1, p2: (N, 2) float64 corresponding pixels in frames a and b.
         k: (3, 3) float64 intrinsics.
         scales: Cauchy scales in pixels, coarse to fine.
+        fix_rotation: keep the rotation and refine only the direction of t (2 parameters).
     Returns:
         (4, 4) float64 refined pose with unit translation.
     """
+    free = np.arange(3, 5) if fix_rotation else np.arange(5)
     for scale in scales:
         rot, t0 = pose[:3, :3], pose[:3, 3] / max(np.linalg.norm(pose[:3, 3]), 1e-12)
         tangent = np.linalg.svd(t0[None])[2][1:].T  # (3, 2) orthonormal basis of t0's complement
@@ -169,10 +187,11 @@ def refine_pose(pose: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: np.ndarray,
         for _ in range(iterations):
             eps = 1e-7
             jac = np.stack([(sampson_distance(_pose_from_params(rot, t0, tangent, x + eps * np.eye(5)[c]), p1, p2, k)
-                             - res) / eps for c in range(5)], 1)
+                             - res) / eps for c in free], 1)
             wgt = 1.0 / (1.0 + (res / scale) ** 2)
             lhs = (jac * wgt[:, None]).T @ jac
-            step = np.linalg.solve(lhs + 1e-9 * np.trace(lhs) * np.eye(5), -(jac * wgt[:, None]).T @ res)
+            step = np.zeros(5)
+            step[free] = np.linalg.solve(lhs + 1e-9 * np.trace(lhs) * np.eye(len(free)), -(jac * wgt[:, None]).T @ res)
             cost = _cauchy_cost(res, scale)
             accepted = False
             for _ in range(6):  # halve the step until the robust cost does not rise
@@ -221,10 +240,185 @@ def pose_from_essential(e: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: np.nda
     return best
 
 
+def _count_in_front(rot: np.ndarray, trans: np.ndarray, a: np.ndarray, b: np.ndarray) -> int:
+    """Correspondences (rays ``a`` in camera a, ``b`` in camera b, (N, 3) with z = 1) triangulating in
+    front of both cameras for the pose (rot, trans) = cam_b_from_cam_a."""
+    r = a @ rot.T
+    c1, c2 = b[:, 0] * r[:, 2] - r[:, 0], b[:, 1] * r[:, 2] - r[:, 1]
+    depth = (c1 * (trans[0] - b[:, 0] * trans[2]) + c2 * (trans[1] - b[:, 1] * trans[2])) / np.maximum(
+        c1 * c1 + c2 * c2, 1e-18)
+    return int(np.sum((depth > 0) & (depth * r[:, 2] + trans[2] > 0)))
+
+
+def average_rotations(edges: np.ndarray, rel_rot: np.ndarray, n_frames: int, *, scale_deg: float = 0.5,
+                      iterations: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Robust rotation averaging: camera rotations most consistent with the edges' relative rotations.
+
+    Initialisation by chaining the edges of a spanning tree of the smallest frame gaps (one anchor
+    frame per connected component), then iteratively
+    reweighted least squares on the rotation manifold: each step solves
+    ``d_b - d_a = -R_a^T log(R_ab^T R_b R_a^T)`` for increments ``R <- R exp(d)``, Cauchy weights of
+    scale ``scale_deg`` on the edge residual angles, so an edge whose rotation is wrong by degrees
+    (a rotation / translation ambiguity of a noisy two-view fit) hardly moves the others.
+
+    Args:
+        edges: (E, 2) int frame indices (a, b), a != b.
+        rel_rot: (E, 3, 3) float64 rotation of cam_b_from_cam_a for each edge.
+        n_frames: F; frames in no edge get the identity.
+    Returns:
+        cam_from_world rotations (F, 3, 3) float64 and each edge's residual angle (E,) in degrees.
+    """
+    import cv2
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import breadth_first_order, connected_components, minimum_spanning_tree
+
+    edges = np.asarray(edges, np.int64).reshape(-1, 2)
+    e = len(edges)
+    rots = np.tile(np.eye(3), (n_frames, 1, 1))
+    if e == 0:
+        return rots, np.zeros(0)
+    # Initialisation: chain the relative rotations along a spanning tree of the temporally closest
+    # edges (the smallest frame gaps: least parallax, so least exposed to the planar two-fold
+    # ambiguity whose spurious rotation grows with the baseline), one anchor per component.
+    gap = np.abs(edges[:, 1] - edges[:, 0]).astype(np.float64)
+    graph = coo_matrix((gap + 1e-3 * np.arange(e) / e, (edges[:, 0], edges[:, 1])), shape=(n_frames, n_frames))
+    _, label = connected_components(graph, directed=False)
+    anchors = [int(np.flatnonzero(label == c)[0]) for c in np.unique(label)]
+    tree = minimum_spanning_tree(graph).tocoo()
+    tree_sym = coo_matrix((np.ones(2 * len(tree.row)), (np.r_[tree.row, tree.col], np.r_[tree.col, tree.row])),
+                          shape=(n_frames, n_frames)).tocsr()
+    index = {(int(a), int(b)): m for m, (a, b) in enumerate(edges)}
+    for root in anchors:
+        order, parent = breadth_first_order(tree_sym, root, directed=False)
+        for f in order[1:]:
+            p_ = int(parent[f])
+            if (p_, int(f)) in index:  # R_f = R_pf R_p
+                rots[f] = rel_rot[index[(p_, int(f))]] @ rots[p_]
+            else:  # R_p = R_fp R_f
+                rots[f] = rel_rot[index[(int(f), p_)]].T @ rots[p_]
+    # IRLS on the manifold: unknown increments d (F, 3), anchors fixed.
+    free = np.setdiff1d(np.arange(n_frames), anchors)
+    col = -np.ones(n_frames, np.int64)
+    col[free] = np.arange(len(free))
+    scale = math.radians(scale_deg)
+
+    def residuals() -> np.ndarray:
+        err = np.transpose(rel_rot, (0, 2, 1)) @ rots[edges[:, 1]] @ np.transpose(rots[edges[:, 0]], (0, 2, 1))
+        return np.stack([cv2.Rodrigues(np.ascontiguousarray(m))[0].reshape(3) for m in err])
+
+    res = residuals()
+    for _ in range(iterations):
+        if len(free) == 0:
+            break
+        wgt = 1.0 / (1.0 + (np.linalg.norm(res, axis=1) / scale) ** 2)
+        inc = np.zeros((e, n_frames))
+        inc[np.arange(e), edges[:, 1]] = 1.0
+        inc[np.arange(e), edges[:, 0]] -= 1.0
+        lhs = (inc[:, free] * wgt[:, None]).T @ inc[:, free]
+        target = -np.einsum("eji,ej->ei", rots[edges[:, 0]], res)  # -R_a^T r per edge, (E, 3)
+        d = np.zeros((n_frames, 3))
+        d[free] = np.linalg.solve(lhs + 1e-12 * np.eye(len(free)), (inc[:, free] * wgt[:, None]).T @ target)
+        rots = np.stack([r @ cv2.Rodrigues(np.ascontiguousarray(v))[0] for r, v in zip(rots, d)])
+        res = residuals()
+        if np.abs(d).max() < 1e-10:
+            break
+    return rots, np.degrees(np.linalg.norm(res, axis=1))
+
+
+def translation_given_rotation(rot: np.ndarray, p1: np.ndarray, p2: np.ndarray, k: np.ndarray, *,
+                               starts: tuple[np.ndarray, ...] = (), ransac_threshold_px: float = 1.0,
+                               hypotheses: int = 256, seed: int = 0) -> np.ndarray:
+    """Unit translation of cam_b_from_cam_a for a known rotation, robust to outliers.
+
+    With R fixed the epipolar constraint is linear in t: ``t . (R x_a  x  x_b) = 0`` for normalised
+    rays x, so two correspondences give a hypothesis ``t = n_1 x n_2``. Starts: the best of
+    ``hypotheses`` random ones by least median of Sampson distances, and the directions in ``starts``; each is refined with :func:`refine_pose` (rotation fixed) down to
+    the robust residual level and the lowest Cauchy cost wins. A cheirality test fixes the sign.
+
+    Args:
+        rot: (3, 3) float64 rotation of cam_b_from_cam_a.
+        p1, p2: (N, 2) float64 corresponding pixels in frames a and b.
+        k: (3, 3) float64 intrinsics.
+        starts: extra (3,) initial directions (e.g. the edge's own two-view estimate).
+    Returns:
+        (4, 4) float64 cam_b_from_cam_a with ``rot`` and unit translation.
+    """
+    k_inv = np.linalg.inv(k)
+    xa = np.concatenate([p1, np.ones((len(p1), 1))], 1) @ k_inv.T
+    xb = np.concatenate([p2, np.ones((len(p2), 1))], 1) @ k_inv.T
+    normals = np.cross(xa @ rot.T, xb)  # (N, 3): t . normal = 0
+
+    def pose(t: np.ndarray) -> np.ndarray:
+        out = np.eye(4)
+        out[:3, :3], out[:3, 3] = rot, t / max(np.linalg.norm(t), 1e-12)
+        return out
+
+    # Least median of squares over 2-point hypotheses t = n_1 x n_2 (vectorised Sampson distances:
+    # F x_a = K^-T (t x R x_a) and F^T x_b = -K^-T R^T (t x x_b), both linear in t).
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(p1), (hypotheses, 2))
+    hyp = np.cross(normals[pick[:, 0]], normals[pick[:, 1]])
+    hyp = hyp[np.linalg.norm(hyp, axis=1) > 1e-12]
+    if len(hyp) == 0:
+        hyp = np.linalg.eigh(normals.T @ normals)[1][:, :1].T
+    hyp /= np.linalg.norm(hyp, axis=1, keepdims=True)
+    ra = xa @ rot.T
+    line_b = np.cross(hyp[:, None, :], ra[None])  # (H, N, 3)
+    line_a = -np.cross(hyp[:, None, :], xb[None]) @ rot  # R^T (t x x_b), (H, N, 3)
+    f = np.array([k[0, 0], k[1, 1]])
+    denom = np.sqrt(((line_b[..., :2] / f) ** 2).sum(-1) + ((line_a[..., :2] / f) ** 2).sum(-1) + 1e-30)
+    lmeds = np.median(np.abs(hyp @ normals.T) / denom, axis=1)
+    t = hyp[int(np.argmin(lmeds))]
+    candidates = [pose(t)] + [pose(np.asarray(s, np.float64)) for s in starts]
+    spreads = [1.4826 * float(np.median(np.abs(sampson_distance(c, p1, p2, k)))) for c in candidates]
+    sigma = max(MIN_NOISE_PX, min(spreads))
+    sub = slice(None, REFINE_POINTS)
+    # Graduated from each start's own residual level (as in relative_pose_from_flow).
+    candidates = [refine_pose(c, p1[sub], p2[sub], k, [s for s in (ransac_threshold_px, 0.3 * ransac_threshold_px,
+                                                                   0.1 * ransac_threshold_px)
+                                                       if sigma < s <= 3.0 * spread] + [sigma], fix_rotation=True)
+                  for c, spread in zip(candidates, spreads)]
+    best = candidates[int(np.argmin([_cauchy_cost(sampson_distance(c, p1, p2, k), sigma) for c in candidates]))]
+    a = np.concatenate([p1, np.ones((len(p1), 1))], 1) @ k_inv.T
+    b = np.concatenate([p2, np.ones((len(p2), 1))], 1) @ k_inv.T
+    inlier = np.abs(sampson_distance(best, p1, p2, k)) < max(3.0 * sigma, 0.1 * ransac_threshold_px)
+    t = best[:3, 3]
+    if _count_in_front(rot, -t, a[inlier], b[inlier]) > _count_in_front(rot, t, a[inlier], b[inlier]):
+        t = -t
+    return pose(t)
+
+
+def sample_correspondences(flow_ab: np.ndarray, fb_error: np.ndarray, *, max_correspondences: int = 2000,
+                           fb_threshold_px: float = 1.0, border_px: float = 0.0,
+                           seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A random subset of the forward-backward consistent flow correspondences of one edge.
+
+    Args:
+        flow_ab: (H, W, 2) float flow from frame a to frame b, pixels (dx, dy).
+        fb_error: (H, W) float forward-backward error of ``flow_ab`` in pixels.
+        border_px: pixels whose source or target lies closer than this to the image border are
+            left out (flow is least accurate there: patches and smoothing are cut by the border).
+    Returns:
+        p1, p2: (N, 2) float64 pixels in frames a and b, N <= max_correspondences, in random order.
+    """
+    h, w = flow_ab.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w]
+    src = np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float64)
+    dst = src + flow_ab.reshape(-1, 2).astype(np.float64)
+    lo = border_px - 0.5
+    ok = fb_error.reshape(-1) < fb_threshold_px
+    for pts in (src, dst):
+        ok &= (pts[:, 0] > lo) & (pts[:, 0] < w - 1 - lo) & (pts[:, 1] > lo) & (pts[:, 1] < h - 1 - lo)
+    idx = np.flatnonzero(ok)
+    if len(idx) > max_correspondences:
+        idx = np.random.default_rng(seed).choice(idx, max_correspondences, replace=False)
+    return src[idx], dst[idx]
+
+
 def relative_pose_from_flow(flow_ab: np.ndarray, fb_error: np.ndarray, k: np.ndarray, *,
                             max_correspondences: int = 2000, fb_threshold_px: float = 1.0,
                             ransac_threshold_px: float = 1.0, ransac_confidence: float = 0.999,
-                            min_inliers: int = 30, seed: int = 0) -> EdgeGeometry:
+                            min_inliers: int = 30, seed: int = 0, border_px: float = 0.0) -> EdgeGeometry:
     """Relative pose of frame b w.r.t. frame a from a dense flow field.
 
     Hypotheses: essential matrices by RANSAC at ``ransac_threshold_px`` and at a tenth of it, and
@@ -244,19 +438,11 @@ def relative_pose_from_flow(flow_ab: np.ndarray, fb_error: np.ndarray, k: np.nda
     """
     import cv2
 
-    h, w = flow_ab.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w]
-    src = np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float64)
-    dst = src + flow_ab.reshape(-1, 2).astype(np.float64)
-    ok = ((fb_error.reshape(-1) < fb_threshold_px) & (dst[:, 0] > -0.5) & (dst[:, 0] < w - 0.5)
-          & (dst[:, 1] > -0.5) & (dst[:, 1] < h - 0.5))
-    idx = np.flatnonzero(ok)
     eye = np.eye(4)
-    if len(idx) < max(8, min_inliers):
-        return EdgeGeometry(eye, 0, True, f"only {len(idx)} consistent correspondences")
-    if len(idx) > max_correspondences:
-        idx = np.random.default_rng(seed).choice(idx, max_correspondences, replace=False)
-    p1, p2 = src[idx], dst[idx]
+    p1, p2 = sample_correspondences(flow_ab, fb_error, max_correspondences=max_correspondences,
+                                    fb_threshold_px=fb_threshold_px, border_px=border_px, seed=seed)
+    if len(p1) < max(8, min_inliers):
+        return EdgeGeometry(eye, 0, True, f"only {len(p1)} consistent correspondences")
     hypotheses: list[np.ndarray] = []
     try:
         cv2.setRNGSeed(int(seed) % (2**31))
@@ -420,22 +606,67 @@ class FlowTriangulation(PairPredictor):
             else:
                 users.setdefault((int(min(i, j)), int(max(i, j))), []).append(p)
 
+        def load(batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+            try:
+                f_ab = torch.from_numpy(np.ascontiguousarray(inputs.flow.gather(batch), np.float32))
+                f_ba = torch.from_numpy(np.ascontiguousarray(inputs.flow.gather(batch[:, ::-1]), np.float32))
+            except KeyError as exc:
+                raise StageError(f"pair_predictor flow_triangulation: {exc.args[0]}; the flow stage must cover "
+                                 "every edge of the scene graph (run it on the same pairs)") from None
+            return f_ab, f_ba, _fb_error(f_ab, f_ba), _fb_error(f_ba, f_ab)
+
+        def seed_of(a: int, b: int) -> int:
+            return ctx.seed * 100003 + int(a) * 1009 + int(b)
+
+        def two_view(batch: np.ndarray, f_ab: torch.Tensor, fb_a: torch.Tensor) -> list[EdgeGeometry]:
+            return [relative_pose_from_flow(
+                f_ab[e].numpy(), fb_a[e].numpy(), k, max_correspondences=cfg.max_correspondences,
+                fb_threshold_px=cfg.fb_threshold_px, ransac_threshold_px=cfg.ransac_threshold_px,
+                ransac_confidence=cfg.ransac_confidence, min_inliers=cfg.min_inliers,
+                seed=seed_of(a, b), border_px=cfg.border_px) for e, (a, b) in enumerate(batch)]
+
+        all_geos: dict[tuple[int, int], EdgeGeometry] = {}
+        if cfg.rotation_averaging and len(edges):
+            with ctx.progress(len(edges), "flow triangulation: two-view poses") as bar:
+                for start in range(0, len(edges), cfg.batch_size):
+                    batch = edges[start:start + cfg.batch_size]
+                    f_ab, _, fb_a, _ = load(batch)
+                    for (a, b), geo in zip(batch, two_view(batch, f_ab, fb_a)):
+                        all_geos[(int(a), int(b))] = geo
+                    bar.advance(len(batch))
+            good = [key for key, geo in all_geos.items() if not geo.degenerate]
+            if good:
+                rel = np.stack([all_geos[key].cam_b_from_cam_a[:3, :3] for key in good])
+                cam_from_world, resid = average_rotations(np.array(good), rel, inputs.frames.n_frames,
+                                                          scale_deg=cfg.rotation_scale_deg)
+                ctx.log(f"flow_triangulation: rotation averaging over {len(good)} edges, residual angle median "
+                        f"{np.median(resid):.3f} deg, max {np.max(resid):.2f} deg")
+                for (a, b) in good:
+                    rot = cam_from_world[b] @ cam_from_world[a].T
+                    pose = all_geos[(a, b)].cam_b_from_cam_a.copy()
+                    pose[:3, :3] = rot  # the two-view translation stays as a starting point
+                    all_geos[(a, b)] = EdgeGeometry(pose, all_geos[(a, b)].inliers, False)
+
         degenerate: list[str] = []
         with ctx.progress(len(edges), "flow triangulation") as bar:
             for start in range(0, len(edges), cfg.batch_size):
                 batch = edges[start:start + cfg.batch_size]
-                try:
-                    f_ab = torch.from_numpy(np.ascontiguousarray(inputs.flow.gather(batch), np.float32))
-                    f_ba = torch.from_numpy(np.ascontiguousarray(inputs.flow.gather(batch[:, ::-1]), np.float32))
-                except KeyError as exc:
-                    raise StageError(f"pair_predictor flow_triangulation: {exc.args[0]}; the flow stage must cover "
-                                     "every edge of the scene graph (run it on the same pairs)") from None
-                fb_a, fb_b = _fb_error(f_ab, f_ba), _fb_error(f_ba, f_ab)
-                geos = [relative_pose_from_flow(
-                    f_ab[e].numpy(), fb_a[e].numpy(), k, max_correspondences=cfg.max_correspondences,
-                    fb_threshold_px=cfg.fb_threshold_px, ransac_threshold_px=cfg.ransac_threshold_px,
-                    ransac_confidence=cfg.ransac_confidence, min_inliers=cfg.min_inliers,
-                    seed=ctx.seed * 100003 + int(a) * 1009 + int(b)) for e, (a, b) in enumerate(batch)]
+                f_ab, f_ba, fb_a, fb_b = load(batch)
+                if all_geos:
+                    geos = []
+                    for e, (a, b) in enumerate(batch):
+                        geo = all_geos[(int(a), int(b))]
+                        if not geo.degenerate:
+                            p1, p2 = sample_correspondences(
+                                f_ab[e].numpy(), fb_a[e].numpy(), max_correspondences=cfg.max_correspondences,
+                                fb_threshold_px=cfg.fb_threshold_px, border_px=cfg.border_px, seed=seed_of(a, b))
+                            pose = translation_given_rotation(geo.cam_b_from_cam_a[:3, :3], p1, p2, k,
+                                                              starts=(geo.cam_b_from_cam_a[:3, 3],),
+                                                              ransac_threshold_px=cfg.ransac_threshold_px)
+                            geo = EdgeGeometry(pose, geo.inliers, False)
+                        geos.append(geo)
+                else:
+                    geos = two_view(batch, f_ab, fb_a)
                 b_from_a = torch.from_numpy(np.stack([g.cam_b_from_cam_a for g in geos]))
                 a_from_b = torch.linalg.inv(b_from_a)
                 depth_a, q_a, par_a = triangulate_on_rays(f_ab, fb_a, b_from_a, k_t, cfg)

@@ -14,8 +14,11 @@ from monst3r_fw_reference.triangulation import (
     FlowTriangulation,
     FlowTriangulationConfig,
     _fb_error,
+    average_rotations,
     intrinsics_from_config,
     relative_pose_from_flow,
+    sample_correspondences,
+    translation_given_rotation,
 )
 
 HW = (64, 96)
@@ -59,6 +62,50 @@ def test_relative_pose_from_exact_flow(scene, i, j):
     assert np.degrees(np.arccos(np.clip(t_gt @ geo.cam_b_from_cam_a[:3, 3], -1, 1))) < 1.0
     # the moving object (about 14 % of the pixels) is not in the inlier set
     assert geo.inliers < 0.95 * 2000
+
+
+def _random_rotation(rng: np.random.Generator, deg: float) -> np.ndarray:
+    import cv2
+
+    axis = rng.normal(size=3)
+    return cv2.Rodrigues(np.radians(deg) * axis / np.linalg.norm(axis))[0]
+
+
+def test_rotation_averaging_rejects_wrong_edges():
+    rng = np.random.default_rng(0)
+    n = 12
+    truth = np.stack([_random_rotation(rng, 20.0) for _ in range(n)])  # cam_from_world
+    edges = np.array([(i, i + d) for i in range(n) for d in (1, 3, 5) if i + d < n])
+    rel = np.stack([truth[b] @ truth[a].T @ _random_rotation(rng, 0.02) for a, b in edges])
+    wrong = np.flatnonzero(edges[:, 1] - edges[:, 0] == 5)[::2]  # a third of the long edges off by 3 deg
+    for m in wrong:
+        rel[m] = _random_rotation(rng, 3.0) @ rel[m]
+    rots, resid = average_rotations(edges, rel, n)
+    errors = [_rotation_deg((rots[b] @ rots[a].T) @ (truth[b] @ truth[a].T).T) for a, b in edges]
+    assert max(errors) < 0.1, max(errors)
+    # the wrong edges keep their error as residual, the others fit
+    assert resid[wrong].min() > 2.5 and np.delete(resid, wrong).max() < 0.2
+
+
+def test_translation_given_the_true_rotation(scene):
+    i, j = 1, 2  # adjacent frames: a small baseline
+    cam_j_from_cam_i = np.linalg.inv(scene.cam_to_world[j]) @ scene.cam_to_world[i]
+    f_ij = torch.from_numpy(scene.flow(i, j)[None])
+    f_ji = torch.from_numpy(scene.flow(j, i)[None])
+    p1, p2 = sample_correspondences(f_ij[0].numpy(), _fb_error(f_ij, f_ji)[0].numpy(), seed=0)
+    # a start pointing the wrong way must not win
+    pose = translation_given_rotation(cam_j_from_cam_i[:3, :3], p1, p2, scene.K, starts=(np.array([0.0, 0.0, 1.0]),))
+    t_gt = cam_j_from_cam_i[:3, 3] / np.linalg.norm(cam_j_from_cam_i[:3, 3])
+    np.testing.assert_allclose(pose[:3, :3], cam_j_from_cam_i[:3, :3])
+    assert np.degrees(np.arccos(np.clip(t_gt @ pose[:3, 3], -1, 1))) < 1.0
+
+
+def test_border_pixels_are_left_out():
+    flow = np.zeros((20, 30, 2), np.float32)
+    flow[..., 0] = 2.0
+    p1, p2 = sample_correspondences(flow, np.zeros((20, 30), np.float32), max_correspondences=10_000, border_px=3)
+    assert p1[:, 0].min() == 3 and p2[:, 0].max() == 26 and p1[:, 1].min() == 3 and p1[:, 1].max() == 16
+    assert len(p1) == (30 - 3 - 3 - 2) * (20 - 6)
 
 
 def test_dense_pointmaps_match_ground_truth_on_static_pixels(scene, predictions):

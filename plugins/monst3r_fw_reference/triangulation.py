@@ -10,6 +10,13 @@ For every undirected edge (a, b) of the scene graph:
    pixel coordinates are pixel centres). Hypotheses are refined by robust least squares of the
    Sampson distance and a cheirality test picks ``cam_b_from_cam_a`` = (R, t) with ``|t| = 1``: the
    scale of each edge is arbitrary, the global aligner's per-edge scale absorbs it.
+   With ``rotation_averaging`` (recipes/classical.yaml), the edges' rotations are then replaced by
+   those of a robust rotation averaging over the whole graph (:func:`average_rotations`, started
+   along the shortest edges) and each translation is re-estimated with its rotation held fixed
+   (:func:`translation_given_rotation`). A near-planar static scene makes two-view fits two-fold
+   ambiguous (the spurious solution's translation points along the plane normal, its rotation is
+   off by degrees); DIS noise tips long edges to it, the consistent graph of rotations does not.
+   ``border_px`` keeps correspondences away from the image border, where flow is least accurate.
 3. **Dense triangulation.** Every pixel of frame a is triangulated *on its own ray* (so the
    pointmap stays pixel-aligned, like a network's): its depth ``s`` along ``K^-1 (x, y, 1)`` is the
    linear least-squares solution of the two projection equations in frame b with the flow target

@@ -160,7 +160,8 @@ def cmd_accuracy(args) -> None:
     from monst3r_fw_reference.aligner.testing import ate_percent, depth_abs_rel
 
     for f in args.frames:
-        case = _case(f, tuple(args.size))
+        case = _case(f, tuple(args.size), depth_noise=args.depth_noise, edge_scale_range=args.scale_range,
+                     conf=args.conf if args.conf == "calibrated" else float(args.conf), depth_warp=args.depth_warp)
         print(f"{f} frames {args.size[0]}x{args.size[1]}: init ATE {ate_percent(case.inputs.init.world_from_cam, case.gt_world_from_cam):.3f} %, "
               f"init AbsRel {depth_abs_rel(case.inputs.init.depth, case.gt_depth):.4f}", flush=True)
         for cfg in json.loads(args.configs):
@@ -215,6 +216,12 @@ def main() -> None:
     ac.add_argument("--configs", default=json.dumps([
         {}, {"flow_loss_weight": 0.0}, {"smoothness_weight": 0.0}, {"flow_loss_weight": 0.0, "smoothness_weight": 0.0},
         {"translation_weight": 0.1}]))
+    ac.add_argument("--depth-noise", type=float, default=0.02, help="multiplicative depth noise std of the pair pointmaps")
+    ac.add_argument("--depth-warp", type=float, default=0.0,
+                    help="amplitude of a smooth per-edge depth error (correlated network errors; see aligner.testing)")
+    ac.add_argument("--scale-range", type=float, default=2.0, help="per-edge scale log-uniform in [1/r, r] (1: none)")
+    ac.add_argument("--conf", default="2.0",
+                    help="pair confidence of every pixel (weight log(conf)), or 'calibrated' (see aligner.testing)")
     wd = sub.add_parser("windowed")
     wd.add_argument("--frames", type=int, nargs="+", default=[30, 60, 120])
     wd.add_argument("--size", type=int, nargs=2, default=[64, 112])

@@ -14,9 +14,51 @@ Shapes: F frames, P directed edges, N = H*W pixels per frame. Points and poses a
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
+
+
+@contextlib.contextmanager
+def _single_threaded_ops() -> Iterator[None]:
+    """Run torch ops on one intra-op thread each (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _edge_ranges(n_edges: int, chunk: int, workers: int) -> list[tuple[int, int]]:
+    """Split [0, n_edges) into at most ``workers`` contiguous ranges, each a whole number of chunks."""
+    n_chunks = -(-n_edges // chunk)
+    workers = max(1, min(workers, n_chunks))
+    bounds = [round(k * n_chunks / workers) * chunk for k in range(workers + 1)]
+    return [(lo, min(hi, n_edges)) for lo, hi in zip(bounds[:-1], bounds[1:]) if lo < hi]
+
+
+def _map_edge_ranges(n_edges: int, chunk: int, work: Callable[[int, int], Sequence[torch.Tensor]],
+                     device: torch.device) -> list[Sequence[torch.Tensor]]:
+    """Run ``work(lo, hi)`` over edge ranges; on CPU with several threads, one range per thread.
+
+    Small per-chunk ops scale poorly with intra-op threads (each op is a parallel region with its
+    own barrier, and the (3, N) @ (N, 3) reductions run on one core). Giving each thread its own
+    range of chunks, with single-threaded ops, keeps every core busy. Results come back in range
+    order, so sums over them are deterministic for a given thread count.
+    """
+    threads = torch.get_num_threads()
+    ranges = _edge_ranges(n_edges, chunk, threads if device.type == "cpu" else 1)
+    if len(ranges) == 1:
+        return [work(*ranges[0])]
+    def run(r: tuple[int, int]) -> Sequence[torch.Tensor]:
+        with torch.no_grad():  # grad mode is per thread; the forward of a Function runs without it
+            return work(*r)
+
+    with _single_threaded_ops(), ThreadPoolExecutor(len(ranges)) as pool:
+        return list(pool.map(run, ranges))
 
 
 # ------------------------------------------------------------------------------------------
@@ -50,24 +92,35 @@ class _AlignSumFused(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_world, mat, trans, idx, pred, weight, chunk):  # type: ignore[override]
         need_x = ctx.needs_input_grad[0]
-        grad_x = torch.zeros_like(x_world) if need_x else None
         grad_m = torch.empty_like(mat)
         grad_t = torch.empty_like(trans)
-        total = x_world.new_zeros(())
-        for s in range(0, pred.shape[0], chunk):
-            e = slice(s, s + chunk)
-            ids = idx[e]
-            d = x_world.index_select(0, ids)
-            d.sub_(torch.baddbmm(trans[e, :, None], mat[e], pred[e]))
-            n = d[:, 0] * d[:, 0]
-            n.addcmul_(d[:, 1], d[:, 1]).addcmul_(d[:, 2], d[:, 2]).sqrt_()
-            total += torch.dot(n.flatten(), weight[e].flatten())
-            # gradient of w * ||d|| with respect to d; d == 0 gives 0 (as torch's norm backward)
-            d.mul_((weight[e] / n.clamp_min_(1e-30)).unsqueeze(1))
+
+        def work(lo: int, hi: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+            grad_x = torch.zeros_like(x_world) if need_x else None
+            total = x_world.new_zeros(())
+            for s in range(lo, hi, chunk):
+                e = slice(s, min(s + chunk, hi))
+                ids = idx[e]
+                d = x_world.index_select(0, ids)
+                d.sub_(torch.baddbmm(trans[e, :, None], mat[e], pred[e]))
+                n = d[:, 0] * d[:, 0]
+                n.addcmul_(d[:, 1], d[:, 1]).addcmul_(d[:, 2], d[:, 2]).sqrt_()
+                total += torch.dot(n.flatten(), weight[e].flatten())
+                # gradient of w * ||d|| with respect to d; d == 0 gives 0 (as torch's norm backward)
+                d.mul_((weight[e] / n.clamp_min_(1e-30)).unsqueeze(1))
+                if need_x:
+                    grad_x.index_add_(0, ids, d)
+                torch.bmm(d, pred[e].transpose(1, 2), out=grad_m[e])
+                torch.sum(d, dim=2, out=grad_t[e])
+            return total, grad_x
+
+        parts = _map_edge_ranges(pred.shape[0], chunk, work, x_world.device)
+        total = parts[0][0]
+        grad_x = parts[0][1]
+        for t_k, g_k in parts[1:]:
+            total = total + t_k
             if need_x:
-                grad_x.index_add_(0, ids, d)
-            torch.bmm(d, pred[e].transpose(1, 2), out=grad_m[e])
-            torch.sum(d, dim=2, out=grad_t[e])
+                grad_x += g_k
         grad_m.neg_()
         grad_t.neg_()
         ctx.save_for_backward(*(g for g in (grad_x, grad_m, grad_t) if g is not None))
@@ -172,48 +225,59 @@ class _FlowSumsFused(torch.autograd.Function):
     @staticmethod
     def forward(ctx, disp, a, b, src, grid_h, flow_obs, static, pixel_threshold, chunk):  # type: ignore[override]
         need_d = ctx.needs_input_grad[0]
-        grad_d = torch.zeros_like(disp) if need_d else None
         grad_a = torch.empty_like(a)
         grad_b = torch.empty_like(b)
-        total = disp.new_zeros(())
-        count = disp.new_zeros(())
         uv = grid_h[:2]
         # a transposed *view* of the (3, N) grid: (c, 3, N) @ (N, 3) then runs as one well-shaped GEMM
         # (a contiguous (N, 3) copy is ~4x slower on CPU)
         grid_t = grid_h.t()
         static_f = static.to(disp.dtype)
-        for s in range(0, a.shape[0], chunk):
-            e = slice(s, s + chunk)
-            ids = src[e]
-            d_sel = disp.index_select(0, ids)
-            p = torch.matmul(a[e], grid_h)
-            p.addcmul_(b[e].unsqueeze(-1), d_sel.unsqueeze(1))
-            z = p[:, 2:].add_(1e-6)
-            q = p[:, :2].div_(z)
-            err = q - uv
-            err.sub_(flow_obs[e])
-            # smooth-L1 (beta 1) with c = min(|e|, 1): loss = c (|e| - c / 2), d loss / d e = clamp(e, -1, 1)
-            aerr = err.abs()
-            c = aerr.clamp(max=1.0)
-            loss = aerr.sub_(c, alpha=0.5).mul_(c)
-            m = static_f.index_select(0, ids).unsqueeze(1)  # masked-out pixels contribute nothing
-            if pixel_threshold > 0 and float(loss.max()) >= pixel_threshold:
-                keepf = (loss < pixel_threshold).to(loss.dtype).mul_(m)
-                count += keepf.sum()
-                total += torch.dot(loss.flatten(), keepf.flatten())
-            else:  # nothing over the threshold (the usual case): the mask alone, one pass less
-                keepf = m
-                count += m.sum() if pixel_threshold <= 0 else 2.0 * m.sum()
-                total += torch.dot(loss.sum(dim=1).flatten(), m.flatten())
-            # gp = d loss / d p: xy rows clamp(e, -1, 1) * keep / z, z row -(gx qx + gy qy)
-            gp = torch.empty_like(p)
-            ge = torch.clamp(err, -1.0, 1.0, out=gp[:, :2]).mul_(keepf).div_(z)
-            gz = torch.mul(ge[:, 0], q[:, 0], out=gp[:, 2])
-            gz.addcmul_(ge[:, 1], q[:, 1]).neg_()
-            torch.matmul(gp, grid_t, out=grad_a[e])
-            torch.sum(gp * d_sel.unsqueeze(1), dim=2, out=grad_b[e])
+
+        def work(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+            grad_d = torch.zeros_like(disp) if need_d else None
+            total = disp.new_zeros(())
+            count = disp.new_zeros(())
+            for s in range(lo, hi, chunk):
+                e = slice(s, min(s + chunk, hi))
+                ids = src[e]
+                d_sel = disp.index_select(0, ids)
+                p = torch.matmul(a[e], grid_h)
+                p.addcmul_(b[e].unsqueeze(-1), d_sel.unsqueeze(1))
+                z = p[:, 2:].add_(1e-6)
+                q = p[:, :2].div_(z)
+                err = q - uv
+                err.sub_(flow_obs[e])
+                # smooth-L1 (beta 1) with c = min(|e|, 1): loss = c (|e| - c / 2), d loss / d e = clamp(e, -1, 1)
+                aerr = err.abs()
+                c = aerr.clamp(max=1.0)
+                loss = aerr.sub_(c, alpha=0.5).mul_(c)
+                m = static_f.index_select(0, ids).unsqueeze(1)  # masked-out pixels contribute nothing
+                if pixel_threshold > 0 and float(loss.max()) >= pixel_threshold:
+                    keepf = (loss < pixel_threshold).to(loss.dtype).mul_(m)
+                    count += keepf.sum()
+                    total += torch.dot(loss.flatten(), keepf.flatten())
+                else:  # nothing over the threshold (the usual case): the mask alone, one pass less
+                    keepf = m
+                    count += m.sum() if pixel_threshold <= 0 else 2.0 * m.sum()
+                    total += torch.dot(loss.sum(dim=1).flatten(), m.flatten())
+                # gp = d loss / d p: xy rows clamp(e, -1, 1) * keep / z, z row -(gx qx + gy qy)
+                gp = torch.empty_like(p)
+                ge = torch.clamp(err, -1.0, 1.0, out=gp[:, :2]).mul_(keepf).div_(z)
+                gz = torch.mul(ge[:, 0], q[:, 0], out=gp[:, 2])
+                gz.addcmul_(ge[:, 1], q[:, 1]).neg_()
+                torch.matmul(gp, grid_t, out=grad_a[e])
+                torch.sum(gp * d_sel.unsqueeze(1), dim=2, out=grad_b[e])
+                if need_d:
+                    grad_d.index_add_(0, ids, torch.bmm(b[e].unsqueeze(1), gp).squeeze(1))
+            return total, count, grad_d
+
+        parts = _map_edge_ranges(a.shape[0], chunk, work, disp.device)
+        total, count, grad_d = parts[0]
+        for t_k, c_k, g_k in parts[1:]:
+            total = total + t_k
+            count = count + c_k
             if need_d:
-                grad_d.index_add_(0, ids, torch.bmm(b[e].unsqueeze(1), gp).squeeze(1))
+                grad_d += g_k
         ctx.save_for_backward(*(g for g in (grad_d, grad_a, grad_b) if g is not None))
         ctx.has_d = need_d
         ctx.mark_non_differentiable(count)

@@ -128,3 +128,36 @@ def test_precomputed_round_trip_and_errors(case, tmp_path):
     with pytest.raises(InputError, match="not found"):
         PrecomputedFlowEstimator(PrecomputedFlowConfig(path=str(tmp_path / "nope.npz"))).run(
             FlowInputs(frames=inp.frames, pairs=p), RunContext())
+
+
+def test_calibrated_confidence_is_the_conf_loss_optimum():
+    """C = alpha / E[l] (DUSt3R's conf loss C l - alpha log C), for 2% multiplicative depth noise."""
+    from monst3r_fw_reference.aligner.testing import CONF_LOSS_ALPHA, calibrated_confidence
+
+    pts = np.zeros((1, 2, 2, 3), np.float32)
+    pts[0, :, :, 2] = [[1.0, 1.0], [3.0, 3.0]]  # mean distance 2
+    conf_i, conf_j = calibrated_confidence(pts, pts, 0.02)
+    near = CONF_LOSS_ALPHA * 2.0 / (0.02 * np.sqrt(2 / np.pi) * 1.0)
+    np.testing.assert_allclose(conf_i[0, 0], [near, near], rtol=1e-5)
+    np.testing.assert_allclose(conf_j[0, 1], [near / 3, near / 3], rtol=1e-5)
+    # E[C l] = alpha: the empirical optimum of the loss over a constant C matches
+    rng = np.random.default_rng(0)
+    err = np.abs(0.02 * rng.standard_normal(200_000)) * 1.0 / 2.0  # normalised error at |X| = 1
+    grid = np.linspace(1, 60, 5901)
+    best = grid[np.argmin([c * err.mean() - CONF_LOSS_ALPHA * np.log(c) for c in grid])]
+    assert best == pytest.approx(near, rel=0.01)
+    assert calibrated_confidence(pts, pts, 0.0)[0].max() == 1e4
+
+
+def test_official_defaults_with_calibrated_confidence(scene):
+    """All three terms on (official defaults) with network-like confidence: ATE well under the init,
+    flow term helps; the official smoothness term (it penalises motion itself) costs accuracy here."""
+    case = make_case(scene, swinstride_pairs(N_FRAMES), depth_noise=0.02, edge_scale_range=2.0,
+                     init_rot_deg=2.0, init_trans_frac=0.5, seed=1, conf="calibrated")
+    init_ate = ate_percent(case.inputs.init.world_from_cam, case.gt_world_from_cam)
+    rec = _run(case)
+    ate = ate_percent(rec.world_from_cam, case.gt_world_from_cam)
+    smooth_off = ate_percent(_run(case, smoothness_weight=0.0).world_from_cam, case.gt_world_from_cam)
+    assert ate < 2.0 and ate < init_ate / 2
+    assert smooth_off < 0.5 and smooth_off < ate
+    assert depth_abs_rel(rec.depth, case.gt_depth) < 0.01

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal, Optional
 
 import numpy as np
+import roma
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -275,7 +276,6 @@ def average_rotations(edges: np.ndarray, rel_rot: np.ndarray, n_frames: int, *, 
     Returns:
         cam_from_world rotations (F, 3, 3) float64 and each edge's residual angle (E,) in degrees.
     """
-    import cv2
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import breadth_first_order, connected_components, minimum_spanning_tree
 
@@ -311,7 +311,7 @@ def average_rotations(edges: np.ndarray, rel_rot: np.ndarray, n_frames: int, *, 
 
     def residuals() -> np.ndarray:
         err = np.transpose(rel_rot, (0, 2, 1)) @ rots[edges[:, 1]] @ np.transpose(rots[edges[:, 0]], (0, 2, 1))
-        return np.stack([cv2.Rodrigues(np.ascontiguousarray(m))[0].reshape(3) for m in err])
+        return roma.rotmat_to_rotvec(torch.from_numpy(np.ascontiguousarray(err))).numpy()
 
     res = residuals()
     for _ in range(iterations):
@@ -325,7 +325,7 @@ def average_rotations(edges: np.ndarray, rel_rot: np.ndarray, n_frames: int, *, 
         target = -np.einsum("eji,ej->ei", rots[edges[:, 0]], res)  # -R_a^T r per edge, (E, 3)
         d = np.zeros((n_frames, 3))
         d[free] = np.linalg.solve(lhs + 1e-12 * np.eye(len(free)), (inc[:, free] * wgt[:, None]).T @ target)
-        rots = np.stack([r @ cv2.Rodrigues(np.ascontiguousarray(v))[0] for r, v in zip(rots, d)])
+        rots = rots @ roma.rotvec_to_rotmat(torch.from_numpy(d)).numpy()
         res = residuals()
         if np.abs(d).max() < 1e-10:
             break

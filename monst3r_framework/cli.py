@@ -253,7 +253,7 @@ def store_ls(store: Annotated[str, typer.Argument(help="Store path (e.g. out/sto
 
 
 def _register_optional() -> None:
-    for module_name in ("monst3r_framework.cli_eval", "monst3r_framework.cli_tools"):
+    for module_name in ("monst3r_framework.cli_eval", "monst3r_framework.cli_tools", "monst3r_framework.cli_batch"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ImportError as exc:
@@ -273,7 +273,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     except Monst3rFWError as exc:
         if STATE["verbose"]:
             console.print_exception()
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        from rich.markup import escape  # messages may hold brackets, e.g. pip install 'monst3r-fw[ray]'
+
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted: completed stages are kept in the store; rerun the same command to resume")

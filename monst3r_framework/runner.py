@@ -124,8 +124,10 @@ class Runner:
 
     def __init__(self, recipe: ResolvedRecipe, registry: Registry, store: RunStore, out_dir: Path, *,
                  device: str = "cpu", progress_factory: Optional[Callable[[int, str], Any]] = None,
-                 log: Callable[[str], None] = lambda msg: None) -> None:
+                 log: Callable[[str], None] = lambda msg: None,
+                 stage_pool: Optional[dict[Any, Stage]] = None) -> None:
         self.recipe = recipe
+        self.stage_pool = stage_pool
         self.registry = registry
         self.store = store
         self.out_dir = out_dir
@@ -147,6 +149,7 @@ class Runner:
         start = time.perf_counter()
         cached = self.store.is_complete("frames", key)
         if not cached:
+            self.log("frames: running")
             self.store.begin("frames", key, {"kind": "frames", "source": str(input_path),
                                              "config": cfg.model_dump(mode="json")})
             frames = load_frames(input_path, long_edge=cfg.long_edge, num_frames=cfg.num_frames, stride=cfg.stride,
@@ -171,6 +174,17 @@ class Runner:
             self.registry.pm.hook.monst3r_fw_stage_committed(run_id=self.run_id, kind=kind, key=key, cached=cached)
         except Exception as exc:  # a listener must not break a run
             self.log(f"hook monst3r_fw_stage_committed failed: {exc}")
+
+    def _instance(self, cls: type[Stage], config: Any) -> Stage:
+        """A stage object; with a ``stage_pool`` (batch workers) one per (class, config, device) for the
+        whole process, so weights loaded in ``setup`` are loaded once, not once per video."""
+        if self.stage_pool is None:
+            return cls(config)
+        key = (cls, json.dumps(config.model_dump(mode="json"), sort_keys=True), self.device)
+        stage = self.stage_pool.get(key)
+        if stage is None:
+            stage = self.stage_pool[key] = cls(config)
+        return stage
 
     def _context(self, label: str, workspace: Any) -> RunContext:
         return RunContext(device=self.device, workspace=workspace, progress_factory=self.progress_factory,
@@ -200,7 +214,8 @@ class Runner:
             "stage_version": cls.version, "config": config.model_dump(mode="json"),
             "upstream": self._upstream(cls, kind), "run_id": self.run_id,
         })
-        stage = cls(config)
+        self.log(f"{label}: running")
+        stage = self._instance(cls, config)
         ctx = self._context(label, workspace)
         try:
             stage.setup(ctx)
@@ -247,7 +262,8 @@ class Runner:
             tmp = self.out_dir / f".{folder_name}.partial-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            stage = cls(config)
+            self.log(f"{label}: running")
+            stage = self._instance(cls, config)
             ctx = self._context(label, None)
             info = dict(inputs.run_info)
             info["timings"] = {r.label: round(r.seconds, 4) for r in self.reports}
@@ -329,11 +345,13 @@ def run_pipeline(recipe: Union[str, Path], input_path: Union[str, Path], out_dir
                  overrides: Optional[list[str]] = None, store: Optional[str] = None,
                  registry: Optional[Registry] = None, device: Optional[str] = None,
                  progress_factory: Optional[Callable[[int, str], Any]] = None,
-                 log: Callable[[str], None] = lambda msg: None) -> RunResult:
+                 log: Callable[[str], None] = lambda msg: None,
+                 stage_pool: Optional[dict[Any, Stage]] = None) -> RunResult:
     """Run ``recipe`` on ``input_path``, writing ``out_dir`` (and ``out_dir/store.zarr`` unless ``store``).
 
     ``out_dir/run.json`` says ``"status": "complete"`` only once every stage and exporter finished;
-    the resolved recipe is written to ``out_dir/recipe.resolved.yaml``.
+    the resolved recipe is written to ``out_dir/recipe.resolved.yaml``. ``stage_pool``: a dict kept
+    by the caller across runs (batch workers) to reuse stage objects and the weights they loaded.
     """
     resolved, registry = load_recipe(recipe, registry=registry, overrides=overrides)
     input_path = str(input_path)
@@ -347,7 +365,8 @@ def run_pipeline(recipe: Union[str, Path], input_path: Union[str, Path], out_dir
     status_path = out / "run.json"
     started = time.time()
     with RunStore(store_location) as run_store:
-        runner = Runner(resolved, registry, run_store, out, device=dev, progress_factory=progress_factory, log=log)
+        runner = Runner(resolved, registry, run_store, out, device=dev, progress_factory=progress_factory, log=log,
+                        stage_pool=stage_pool)
         base = {"run_id": runner.run_id, "input": input_path, "store": store_location, "recipe": str(recipe),
                 "device": dev, "started": started}
         _write_json_atomic(status_path, {**base, "status": "running"})

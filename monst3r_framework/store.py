@@ -93,6 +93,7 @@ class RunStore:
         self.location = str(location)
         self.is_local = "://" not in self.location
         self._lock_fd: Optional[int] = None
+        self._object_lock: Any = None
         try:
             if self.is_local:
                 path = Path(self.location)
@@ -113,6 +114,10 @@ class RunStore:
             raise StoreError(f"store {self.location}: schema {found}, this monst3r-fw writes schema {SCHEMA}; use a new --store")
         if lock and self.is_local:
             self._acquire_lock()
+        elif lock:  # object storage: a create-if-absent lock object with heartbeat (locks.py)
+            from .locks import LOCK_WAIT_S, ObjectLock
+
+            self._object_lock = ObjectLock(f"{self.location.rstrip('/')}/{self.LOCK_NAME}").acquire(LOCK_WAIT_S.get())
 
     # -------------------------------------------------------------------------------- locking
     def _acquire_lock(self) -> None:
@@ -134,6 +139,9 @@ class RunStore:
         self._lock_fd = fd
 
     def close(self) -> None:
+        if self._object_lock is not None:
+            self._object_lock.release()
+            self._object_lock = None
         if self._lock_fd is not None:
             import fcntl
 

@@ -1,0 +1,60 @@
+"""Fixtures of the batch tests: tiny synthetic videos, a Ray session, an S3 server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def videos(tmp_path_factory) -> Path:
+    """3 synthetic scenes with ground truth (scene0..2) and a corrupt 'video' (corrupt.mp4)."""
+    from monst3r_framework.synth import make_scene
+
+    root = tmp_path_factory.mktemp("videos")
+    for seed in range(3):
+        make_scene(n_frames=5, size_hw=(48, 64), seed=seed, n_objects=1, supersample=1).save(
+            root / f"scene{seed}", video=False)
+    (root / "corrupt.mp4").write_bytes(b"this is not an mp4 file" * 64)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the session: 2 CPUs, no dashboard."""
+    ray = pytest.importorskip("ray", reason="Ray not installed: pip install -e '.[dev]' (or monst3r-fw[ray])")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1 with a bucket ``batch``; s3fs
+    and Zarr reach it through AWS_ENDPOINT_URL."""
+    pytest.importorskip("s3fs", reason="s3fs not installed: pip install -e '.[dev]'")
+    server_mod = pytest.importorskip("moto.server", reason="moto[server] not installed: pip install -e '.[dev]'")
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                                             "AWS_ENDPOINT_URL")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
+    import fsspec
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = fsspec.filesystem("s3")
+    fs.mkdir("batch")
+    yield fs
+    server.stop()
+    s3fs.S3FileSystem.clear_instance_cache()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

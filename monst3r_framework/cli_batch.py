@@ -6,7 +6,9 @@ arguments or manifest, 130 interrupted (rerun the same command to continue).
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -50,11 +52,19 @@ def register(app: typer.Typer) -> None:
         items = read_manifest(manifest)
         overrides = _overrides(set_, **{"input.num_frames": num_frames, "input.stride": stride, "input.fps": fps})
         load_recipe(recipe, overrides=list(overrides))  # a bad recipe or override stops here, before any video
-        settings = BatchSettings(recipe=recipe, out=normalise(out), overrides=tuple(overrides), device=device,
+        out = normalise(out)
+        if "://" not in out:
+            out = os.path.abspath(out)  # Ray workers need paths that do not depend on their cwd
+        if Path(recipe).is_file():
+            recipe = os.path.abspath(recipe)
+        settings = BatchSettings(recipe=recipe, out=out, overrides=tuple(overrides), device=device,
                                  evaluator=DEFAULT_EVALUATOR if metrics else None)
         report = run_batch(items, settings, backend=backend, address=address, gpus_per_video=gpus_per_video,
                            cpus_per_video=cpus_per_video, max_retries=max_retries, console=console)
-        out_console.print(batch_table(report))
+        # Files and pipes get the whole table; a narrow terminal gets it without per-stage seconds
+        # (those are in OUT/batch.json either way).
+        width = out_console.width if out_console.is_terminal else 200
+        out_console.print(batch_table(report, stage_columns=width >= 150), width=width)
         for row in report.failed:
             out_console.print(f"[red]failed[/red] {row['id']}: {row['error']}", soft_wrap=True, highlight=False)
         out_console.print(f"wrote {settings.out.rstrip('/')}/batch.json")

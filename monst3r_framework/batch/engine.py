@@ -190,12 +190,12 @@ def run_batch(items: list[BatchItem], settings: BatchSettings, *, backend: str =
     return report
 
 
-def batch_table(report: BatchReport) -> Any:
-    """The final table: id, status, frames, seconds per stage, metrics where ground truth was given,
-    and a last row of means over completed videos."""
+def batch_table(report: BatchReport, stage_columns: bool = True) -> Any:
+    """The final table: id, status, frames, seconds per stage (unless ``stage_columns`` is False),
+    metrics where ground truth was given, and a last row of means over completed videos."""
     from rich.table import Table
 
-    kinds = [k for k in STAGE_ORDER if any(k in stage_seconds(r) for r in report.rows)]
+    kinds = [k for k in STAGE_ORDER if stage_columns and any(k in stage_seconds(r) for r in report.rows)]
     metric_cols = [(k, name) for k, name in METRIC_KEYS if any(r.get("metrics", {}).get(k) is not None
                                                                 for r in report.rows)]
     table = Table(title=f"batch {report.batch_id} ({report.backend}): {len(report.complete)} complete, "

@@ -65,6 +65,7 @@ def _safe_id(name: str) -> str:
 
 def _item_from_path(path: Path) -> Optional[BatchItem]:
     """A manifest entry found on disk, or None when it is not a video / frame folder / scene."""
+    path = path.absolute()  # Ray workers may run elsewhere than this folder
     if path.name.startswith("."):
         return None
     if path.is_file():
@@ -123,7 +124,7 @@ def _item_from_row(row: dict[str, Any], base: Path, where: str) -> BatchItem:
 
 
 def _read_rows(path: Path) -> list[BatchItem]:
-    base = path.parent
+    base = path.parent.absolute()
     items: list[BatchItem] = []
     if path.suffix.lower() == ".csv":
         with path.open(newline="") as fh:

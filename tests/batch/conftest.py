@@ -33,28 +33,49 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """A real S3-compatible server (moto's server mode) on 127.0.0.1 with a bucket ``batch``; s3fs
-    and Zarr reach it through AWS_ENDPOINT_URL."""
+    """A real S3-compatible server (moto's server mode, its own process) on 127.0.0.1 with a bucket
+    ``batch``; s3fs and Zarr reach it through AWS_ENDPOINT_URL."""
     pytest.importorskip("s3fs", reason="s3fs not installed: pip install -e '.[dev]'")
-    server_mod = pytest.importorskip("moto.server", reason="moto[server] not installed: pip install -e '.[dev]'")
+    pytest.importorskip("moto.server", reason="moto[server] not installed: pip install -e '.[dev]'")
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
                                              "AWS_ENDPOINT_URL")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
-    import fsspec
-    import s3fs
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # wait until it answers
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto server did not start on 127.0.0.1:{port}")
+                time.sleep(0.2)
+        import fsspec
+        import s3fs
 
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = fsspec.filesystem("s3")
-    fs.mkdir("batch")
-    yield fs
-    server.stop()
-    s3fs.S3FileSystem.clear_instance_cache()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+        s3fs.S3FileSystem.clear_instance_cache()
+        fs = fsspec.filesystem("s3")
+        fs.mkdir("batch")
+        yield fs
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

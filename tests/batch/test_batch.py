@@ -82,6 +82,12 @@ def test_local_batch_then_rerun(videos, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     args = ["batch", RECIPE, str(videos), "--out", str(out)] + [a for o in OVERRIDES for a in ("--set", o)]
     _check_first_batch(out, videos, _cli(args))
+    from monst3r_framework.batch import worker
+
+    # one stage object per (type, config, device) for the whole process: weights load once
+    pooled = [key for key in worker._WORKER["stages"] if key[0].kind == "pair_predictor" and '"fov_deg":60.0' in
+              key[1].replace(" ", "")]
+    assert len(pooled) == 1
     text = capsys.readouterr().out
     assert "3 complete, 1 failed" in text and "mean" in text and "ATE" in text and "mask IoU" in text
     assert "failed corrupt:" in text
@@ -97,6 +103,7 @@ def test_ray_batch_then_rerun(videos, tmp_path, ray_session, capsys, monkeypatch
     _check_first_batch(out, videos, _cli(args))
     rows = {r["id"]: r for r in read_batch(out)["videos"]}
     assert all(rows[n]["worker"].split(":")[-1] != str(os.getpid()) for n in rows)  # ran in Ray workers
+    assert max(r["videos_in_worker"] for r in rows.values()) >= 2  # 4 videos, 2 slots: workers are reused
     _check_rerun(out, _cli(args))
 
 

@@ -13,8 +13,6 @@ from typing import Annotated, Optional
 
 import typer
 
-DEFAULT_EVALUATOR = "monst3r_framework.eval.batch:evaluate_item"
-
 
 def register(app: typer.Typer) -> None:
     @app.command("batch")
@@ -35,6 +33,7 @@ def register(app: typer.Typer) -> None:
         metrics: Annotated[bool, typer.Option("--metrics/--no-metrics", help="Evaluate rows that name a gt.")] = True,
     ) -> None:
         """Run a recipe on many videos: resumable, failures recorded, one table at the end."""
+        from .batch import default_evaluator
         from .batch.engine import batch_table, run_batch
         from .batch.location import normalise
         from .batch.manifest import read_manifest
@@ -58,7 +57,7 @@ def register(app: typer.Typer) -> None:
         if Path(recipe).is_file():
             recipe = os.path.abspath(recipe)
         settings = BatchSettings(recipe=recipe, out=out, overrides=tuple(overrides), device=device,
-                                 evaluator=DEFAULT_EVALUATOR if metrics else None)
+                                 evaluator=default_evaluator() if metrics else None)
         report = run_batch(items, settings, backend=backend, address=address, gpus_per_video=gpus_per_video,
                            cpus_per_video=cpus_per_video, max_retries=max_retries, console=console)
         # Files and pipes get the whole table; a narrow terminal gets it without per-stage seconds

@@ -184,6 +184,9 @@ class RunStore:
 
     def commit(self, kind: str, key: str, record: Record, seconds: float) -> None:
         """Write a record's arrays and metadata, then mark the group complete (last)."""
+        if self._object_lock is not None and self._object_lock.lost:  # another writer took the store over
+            raise StoreError(f"store {self.location}: this run lost its lock (no heartbeat for too long); "
+                             f"{kind} {key} is not marked complete; rerun to redo it")
         group = self.root[self.group_path(kind, key)]
         write_record(group, record)
         if "partial" in group:

@@ -36,7 +36,8 @@ class BatchSettings:
 
     recipe: recipe path or name. out: OUT (local folder or URL). overrides: batch-wide ``--set``
     values (per-video ones come after them). evaluator: ``"module:function"`` called as
-    ``function(result, item) -> dict`` for videos with ground truth, or None.
+    ``function(result, item, **evaluator_options) -> dict`` for videos with ground truth, or None.
+    staging: local folder for a URL output's exports before upload (default: under $TMPDIR).
     """
 
     recipe: str
@@ -44,8 +45,8 @@ class BatchSettings:
     overrides: tuple[str, ...] = ()
     device: Optional[str] = None
     evaluator: Optional[str] = None
+    evaluator_options: dict[str, Any] = field(default_factory=dict)
     staging: Optional[str] = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _registry() -> Any:
@@ -154,7 +155,7 @@ def run_item(item: BatchItem, settings: BatchSettings, on_stage: Optional[Callab
             if on_stage is not None:
                 on_stage("metrics")
             try:
-                row["metrics"] = jsonable(_load_evaluator(settings.evaluator)(result, item))
+                row["metrics"] = jsonable(_load_evaluator(settings.evaluator)(result, item, **settings.evaluator_options))
             except Exception as exc:  # metrics are a report on the run, not the run: keep it complete
                 row["metrics_error"] = _one_line(exc)
             loc.write_json(str(out_dir / "metrics.json"), row["metrics"]) if row["metrics"] else None

@@ -7,7 +7,7 @@ first, then scale & shift), and the IoU of the dynamic mask over all frames.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -39,8 +39,14 @@ def mask_iou(pred: np.ndarray, gt: np.ndarray, network_from_original: Any) -> fl
     return 1.0 if union == 0 else float(np.logical_and(pred, gt).sum() / union)
 
 
-def evaluate_item(result: Any, item: Any) -> dict[str, Any]:
-    """Metrics of a finished batch video (``RunResult``) against ``item.gt`` (read by ``item.dataset``)."""
+def evaluate_item(result: Any, item: Any, *, pose_align: str = "sim3",
+                  depth_align: Sequence[str] = ("median", "scale_shift"), full: bool = False) -> dict[str, Any]:
+    """Metrics of a finished batch video (``RunResult``) against ``item.gt`` (read by ``item.dataset``).
+
+    Returns ATE, RPE, ATE % of path, Abs Rel and δ<1.25 (first depth alignment) and ``mask_iou``
+    where the ground truth has dynamic masks; ``full=True`` keeps every detail of
+    ``evaluate_predictions`` (per-alignment depth metrics, pose details; what ``eval-suite`` tabulates).
+    """
     from .datasets import read_sequence
     from .evaluate import RunPredictions, evaluate_predictions
 
@@ -48,9 +54,9 @@ def evaluate_item(result: Any, item: Any) -> dict[str, Any]:
     rec, frames = result.reconstruction, result.frames
     preds = RunPredictions(np.asarray(rec.world_from_cam, np.float64), np.asarray(rec.depth, np.float32),
                            np.asarray(frames.frame_index, np.int64), str(result.out_dir))
-    res = evaluate_predictions(preds, sequence)
-    out = {k: res.get(k) for k in ("ate", "rpe_trans", "rpe_rot", "ate_percent_of_path", "abs_rel", "delta_1.25")
-           if res.get(k) is not None}
+    res = evaluate_predictions(preds, sequence, pose_align=pose_align, depth_align=tuple(depth_align))
+    out = dict(res) if full else {k: res.get(k) for k in ("ate", "rpe_trans", "rpe_rot", "ate_percent_of_path",
+                                                            "abs_rel", "delta_1.25") if res.get(k) is not None}
     if sequence.dynamic_mask is not None and rec.dynamic is not None:
         ids = np.asarray(frames.frame_index, np.int64)
         if ids.max(initial=-1) < len(sequence.dynamic_mask):

@@ -252,18 +252,93 @@ def store_ls(store: Annotated[str, typer.Argument(help="Store path (e.g. out/sto
     out_console.print(table)
 
 
-def _register_optional() -> None:
-    for module_name in ("monst3r_framework.cli_eval", "monst3r_framework.cli_tools", "monst3r_framework.cli_batch"):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ImportError as exc:
-            if exc.name != module_name:
-                raise
+CLI_ENTRY_POINT_GROUP = "monst3r_fw_cli"
+
+
+def _command_names(target: typer.Typer) -> list[str]:
+    """Names of the verbs and verb groups registered on ``target`` (typer's naming: ``eval_suite`` -> ``eval-suite``)."""
+    names = [info.name or info.callback.__name__.lower().replace("_", "-")
+             for info in target.registered_commands if info.callback is not None or info.name]
+    names += [info.name or "" for info in target.registered_groups]
+    return names
+
+
+def register_cli_plugin(target: typer.Typer, register: Any, origin: str) -> None:
+    """Call one ``register(app)`` and keep only the verbs that do not shadow existing ones.
+
+    A plugin may add verbs and verb groups; one that reuses a name already on ``target`` (a core
+    verb or an earlier plugin's) is dropped with one warning line naming both, so an installed
+    package can never silently change what ``monst3r-fw run`` does.
+    """
+    before_cmds, before_groups = len(target.registered_commands), len(target.registered_groups)
+    taken = set(_command_names(target))
+    try:
+        register(target)
+    except Exception as exc:  # drop whatever it added before failing
+        del target.registered_commands[before_cmds:], target.registered_groups[before_groups:]
+        console.print(f"[yellow]warning:[/yellow] CLI plugin {origin}: register(app) failed: {type(exc).__name__}: {exc}; "
+                      "its verbs are missing", soft_wrap=True, highlight=False)
+        return
+    added_cmds = target.registered_commands[before_cmds:]
+    added_groups = target.registered_groups[before_groups:]
+    del target.registered_commands[before_cmds:], target.registered_groups[before_groups:]
+    for info in added_cmds:
+        name = info.name or (info.callback.__name__.lower().replace("_", "-") if info.callback else "")
+        if name in taken:
+            console.print(f"[yellow]warning:[/yellow] CLI plugin {origin}: verb {name!r} already exists; ignored",
+                          soft_wrap=True, highlight=False)
             continue
-        module.register(app)
+        taken.add(name)
+        target.registered_commands.append(info)
+    for group in added_groups:
+        if (group.name or "") in taken:
+            console.print(f"[yellow]warning:[/yellow] CLI plugin {origin}: verb group {group.name!r} already exists; ignored",
+                          soft_wrap=True, highlight=False)
+            continue
+        taken.add(group.name or "")
+        target.registered_groups.append(group)
 
 
-_register_optional()
+def register_cli_plugins(target: typer.Typer, load_entrypoints: bool = True) -> None:
+    """Add the verbs of installed packages: entry-point group ``monst3r_fw_cli``.
+
+    Each entry names a function ``register(app: typer.Typer) -> None`` (e.g.
+    ``view = "monst3r_fw_viewer.cli:register"``); its module must be import-light (stdlib, typer,
+    the core vocabulary), since every ``monst3r-fw`` call, ``--help`` included, imports it.
+    ``MONST3R_FW_DISABLE_PLUGINS=name,...`` skips entries by name, as for stage plugins. A package
+    that fails to import costs its own verbs only: one warning line, the other verbs still work.
+    """
+    import importlib.metadata as md
+    import os
+
+    for module_name in ("monst3r_framework.cli_eval", "monst3r_framework.cli_tools", "monst3r_framework.cli_batch"):
+        module = __import__(module_name, fromlist=["register"])
+        register_cli_plugin(target, module.register, module_name)
+    if not load_entrypoints:
+        return
+    blocked = {n.strip() for n in os.environ.get("MONST3R_FW_DISABLE_PLUGINS", "").split(",") if n.strip()}
+    seen: set[str] = set()
+    for ep in sorted(md.entry_points(group=CLI_ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if ep.name in blocked or ep.name in seen:
+            continue
+        seen.add(ep.name)
+        dist = getattr(ep, "dist", None)
+        origin = f"{ep.name!r} ({dist.metadata['Name']} {dist.version})" if dist is not None else repr(ep.name)
+        try:
+            register = ep.load()
+        except Exception as exc:  # a broken add-on must not take the core verbs down with it
+            console.print(f"[yellow]warning:[/yellow] CLI plugin {origin} failed to import {ep.value!r}: "
+                          f"{type(exc).__name__}: {exc}; its verbs are missing (MONST3R_FW_DISABLE_PLUGINS={ep.name} "
+                          "silences this)", soft_wrap=True, highlight=False)
+            continue
+        if not callable(register):
+            console.print(f"[yellow]warning:[/yellow] CLI plugin {origin}: {ep.value!r} is not a function "
+                          "register(app); ignored", soft_wrap=True, highlight=False)
+            continue
+        register_cli_plugin(target, register, origin)
+
+
+register_cli_plugins(app)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

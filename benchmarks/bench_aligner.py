@@ -6,7 +6,7 @@ Sections (each prints a table; run one at a time on a busy machine):
   (CUDA peak too when --device cuda) for F frames at HxW, swinstride-5 pairs (symmetrised).
   Each configuration runs in a fresh subprocess so the RSS peak is its own.
 * ``accuracy``: ATE (% of the path length, Sim(3) Umeyama) and depth Abs Rel (median scaled) on a
-  synthetic scene (monst3r_framework.synth, one moving object) fed GT pair pointmaps with 2%
+  synthetic scene (monst3r_fw_eval.synth, one moving object) fed GT pair pointmaps with 2%
   multiplicative depth noise, a random scale per edge (log-uniform in [1/2, 2]) and GT flow;
   rows with the flow / smoothness terms on and off (any config via --configs JSON list).
 * ``windowed``: batched vs windowed on the same synthetic inputs (ATE, time, peak RSS).
@@ -35,7 +35,7 @@ def _peak_rss_mb() -> float:
 
 
 def _case(frames: int, size_hw: tuple[int, int], seed: int = 0, **kw):
-    from monst3r_framework.synth import make_scene
+    from monst3r_fw_eval.synth import make_scene
     from monst3r_fw_reference.aligner.testing import make_case, swinstride_pairs
 
     scene = make_scene(n_frames=frames, size_hw=size_hw, seed=seed, n_objects=1, supersample=1)

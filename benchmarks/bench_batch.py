@@ -52,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from monst3r_framework.batch import BatchSettings, default_evaluator, read_manifest, run_batch
-    from monst3r_framework.synth import make_scene
+    from monst3r_fw_eval.synth import make_scene
 
     w, h = (int(v) for v in args.size.lower().split("x"))
     root = args.root or Path(tempfile.mkdtemp(prefix="bench_batch_"))

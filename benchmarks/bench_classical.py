@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from monst3r_framework.cli_tools import evaluate_against
+from monst3r_fw_eval.cli_demo import evaluate_against
 from monst3r_framework.runner import run_pipeline
-from monst3r_framework.synth import make_scene
+from monst3r_fw_eval.synth import make_scene
 
 
 def main() -> None:

@@ -82,7 +82,7 @@ def main() -> None:
                         help="also make_scene(n_frames=20, size_hw=(144, 256), seed=0, n_objects=1) at long_edge 256")
     parser.add_argument("--png", default=None, help="folder for frame/GT/mask/error overlays")
     args = parser.parse_args()
-    from monst3r_fw_reference.mask import UserMasks, UserMasksConfig
+    from monst3r_fw_reference.mask.user_masks import UserMasks, UserMasksConfig
 
     if args.png:
         Path(args.png).mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,7 @@ def main() -> None:
                 MaskInputs(frames=frames), RunContext()).dynamic, bool)
         jobs.append((seq, DAVIS / "JPEGImages" / "480p" / seq, [], gt_fn))
     if args.synthetic:
-        from monst3r_framework.synth import make_scene
+        from monst3r_fw_eval.synth import make_scene
 
         scene = make_scene(n_frames=20, size_hw=(144, 256), seed=0, n_objects=1)
         synth_dir = Path(args.out) / "synthetic_scene"

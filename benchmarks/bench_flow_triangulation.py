@@ -18,11 +18,10 @@ import torch
 
 from monst3r_framework.scene_graph import make_pairs
 from monst3r_framework.stages import FlowInputs, PairInputs, RunContext
-from monst3r_framework.synth import make_scene
+from monst3r_fw_eval.synth import make_scene
 from monst3r_fw_reference.flow import OpenCVDISConfig, OpenCVDISFlow
-from monst3r_fw_reference.triangulation import (
-    FlowTriangulation, FlowTriangulationConfig, _fb_error, relative_pose_from_flow,
-)
+from monst3r_fw_reference.triangulation import FlowTriangulation, FlowTriangulationConfig, _fb_error
+from monst3r_fw_reference.two_view import relative_pose_from_flow
 
 
 def main() -> None:

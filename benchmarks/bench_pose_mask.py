@@ -42,8 +42,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from monst3r_framework.stages import MaskInputs, PoseInputs, RunContext
-    from monst3r_framework.synth import make_scene
-    from monst3r_fw_reference.mask import FlowStaticConfig, FlowStaticMask
+    from monst3r_fw_eval.synth import make_scene
+    from monst3r_fw_reference.mask.flow_static import FlowStaticConfig, FlowStaticMask
     from monst3r_fw_reference.pose import PnPMST, PnPMSTConfig
 
     try:

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from monst3r_framework.synth import make_scene
+from monst3r_fw_eval.synth import make_scene
 
 
 def main() -> None:

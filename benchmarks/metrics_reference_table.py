@@ -9,8 +9,8 @@ import json
 import re
 from pathlib import Path
 
-from monst3r_framework.eval.datasets import read_pose_rows, read_tum_trajectory
-from monst3r_framework.eval.metrics import (
+from monst3r_fw_eval.datasets import read_pose_rows, read_tum_trajectory
+from monst3r_fw_eval.metrics import (
     absolute_trajectory_error, associate_timestamps, relative_pose_error, tum_benchmark_ate, tum_benchmark_rpe,
 )
 

@@ -311,9 +311,9 @@ def register_cli_plugins(target: typer.Typer, load_entrypoints: bool = True) -> 
     import importlib.metadata as md
     import os
 
-    for module_name in ("monst3r_framework.cli_eval", "monst3r_framework.cli_tools", "monst3r_framework.cli_batch"):
-        module = __import__(module_name, fromlist=["register"])
-        register_cli_plugin(target, module.register, module_name)
+    from . import cli_batch  # the core's own optional verbs
+
+    register_cli_plugin(target, cli_batch.register, "monst3r_framework.cli_batch")
     if not load_entrypoints:
         return
     blocked = {n.strip() for n in os.environ.get("MONST3R_FW_DISABLE_PLUGINS", "").split(",") if n.strip()}

@@ -54,3 +54,32 @@ def inv_rigid(t: np.ndarray) -> np.ndarray:
     out[..., :3, 3] = -(rt @ t[..., :3, 3:4])[..., 0]
     out[..., 3, 3] = 1.0
     return out
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+    """Least-squares similarity (Umeyama 1991) mapping ``src`` onto ``dst``: ``dst ~ s R src + t``.
+
+    Unweighted and in numpy, as evo computes it (the evaluation's parity with the TUM/evo tools
+    depends on it); stages that need per-point weights use ``roma.rigid_points_registration``.
+
+    Args:
+        src, dst: (N, 3) corresponding points, N >= 2.
+        with_scale: estimate s (Sim(3)); otherwise s = 1 (SE(3), Kabsch).
+    Returns:
+        R (3, 3) float64, t (3,) float64, s. ``s`` is inf when all ``src`` points coincide.
+    """
+    x = np.asarray(src, np.float64)
+    y = np.asarray(dst, np.float64)
+    mx, my = x.mean(axis=0), y.mean(axis=0)
+    xc, yc = x - mx, y - my
+    n = len(x)
+    u, d, vt = np.linalg.svd(yc.T @ xc / n)
+    s_fix = np.ones(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        s_fix[2] = -1.0
+    rot = u @ np.diag(s_fix) @ vt
+    scale = 1.0
+    if with_scale:
+        var_x = (xc * xc).sum() / n
+        scale = float((d * s_fix).sum() / var_x) if var_x > 0 else float("inf")
+    return rot, my - scale * rot @ mx, scale

@@ -144,4 +144,36 @@ def make_pairs(n_frames: int, scene_graph: str, symmetrize: bool = True) -> np.n
     return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
 
 
-__all__ = ["VALID_FORMS", "SceneGraphSpec", "make_pairs", "parse_scene_graph"]
+def pair_rows(stored: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each directed query pair is in a pair list, read as stored or reversed.
+
+    The one lookup behind every "which row holds the flow / prediction of (i, j)" question: a
+    record stores each pair once (flow: unique edges, read backwards through ``flow_ji``).
+
+    Args:
+        stored: (P, 2) int frame pairs, e.g. ``FlowField.pairs``.
+        query: (Q, 2) int directed pairs (i, j).
+    Returns:
+        rows (Q,) int64, the row holding (i, j), else the row holding (j, i), else -1 (the first
+        such row when a pair is stored twice); forward (Q,) bool, True where the row holds (i, j)
+        as is.
+    """
+    stored = np.asarray(stored, np.int64).reshape(-1, 2)
+    query = np.asarray(query, np.int64).reshape(-1, 2)
+    if len(stored) == 0 or len(query) == 0:
+        return np.full(len(query), -1, np.int64), np.zeros(len(query), bool)
+    base = int(max(stored.max(), query.max())) + 1
+    codes = stored[:, 0] * base + stored[:, 1]
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+
+    def find(keys: np.ndarray) -> np.ndarray:
+        pos = np.minimum(np.searchsorted(ordered, keys, side="left"), len(ordered) - 1)
+        return np.where(ordered[pos] == keys, order[pos], -1)
+
+    fwd = find(query[:, 0] * base + query[:, 1])
+    bwd = find(query[:, 1] * base + query[:, 0])
+    return np.where(fwd >= 0, fwd, bwd).astype(np.int64), fwd >= 0
+
+
+__all__ = ["VALID_FORMS", "SceneGraphSpec", "make_pairs", "pair_rows", "parse_scene_graph"]

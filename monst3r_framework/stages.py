@@ -152,19 +152,18 @@ class FlowField(Record):
         Raises:
             KeyError: naming the first pair that is not stored in either direction.
         """
-        stored = np.asarray(self.pairs, dtype=np.int64)
-        lookup = {(int(a), int(b)): (k, True) for k, (a, b) in enumerate(stored)}
-        lookup.update({(int(b), int(a)): (k, False) for k, (a, b) in enumerate(stored) if (int(b), int(a)) not in lookup})
+        from .scene_graph import pair_rows
+
         fwd = self.flow_ij if field_name == "flow" else self.uncertainty_ij
         bwd = self.flow_ji if field_name == "flow" else self.uncertainty_ji
         if fwd is None or bwd is None:
             raise KeyError(f"flow field has no {field_name} arrays")
-        out = []
-        for i, j in np.asarray(pairs, dtype=np.int64):
-            if (int(i), int(j)) not in lookup:
-                raise KeyError(f"pair ({int(i)}, {int(j)}) has no flow in either direction")
-            k, forward = lookup[(int(i), int(j))]
-            out.append(np.asarray((fwd if forward else bwd)[k]))
+        query = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        rows, forward = pair_rows(self.pairs, query)
+        if (rows < 0).any():
+            i, j = query[int(np.argmax(rows < 0))]
+            raise KeyError(f"pair ({int(i)}, {int(j)}) has no flow in either direction")
+        out = [np.asarray((fwd if f else bwd)[int(k)]) for k, f in zip(rows, forward)]
         return np.stack(out) if out else np.zeros((0,) + tuple(fwd.shape[1:]), np.float32)
 
 

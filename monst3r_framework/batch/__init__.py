@@ -8,7 +8,7 @@ from .worker import BatchSettings, run_item
 
 # The evaluator `monst3r-fw batch` uses for rows with ground truth: "module:function", set by the
 # package that provides evaluation (core never imports it; Ray workers import it by this name).
-_DEFAULT_EVALUATOR: list[str] = ["monst3r_framework.eval.batch:evaluate_item"]
+_DEFAULT_EVALUATOR: list[str] = ["monst3r_fw_eval.batch:evaluate_item"]
 
 
 def set_default_evaluator(spec: str) -> None:

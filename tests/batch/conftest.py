@@ -11,7 +11,7 @@ import pytest
 @pytest.fixture(scope="session")
 def videos(tmp_path_factory) -> Path:
     """3 synthetic scenes with ground truth (scene0..2) and a corrupt 'video' (corrupt.mp4)."""
-    from monst3r_framework.synth import make_scene
+    from monst3r_fw_eval.synth import make_scene
 
     root = tmp_path_factory.mktemp("videos")
     for seed in range(3):

@@ -37,7 +37,7 @@ def _check_first_batch(out: Path, videos: Path, code: int) -> None:
     assert "\n" not in bad["error"]
     assert not (out / "corrupt" / "run.json").exists() or \
         json.loads((out / "corrupt" / "run.json").read_text())["status"] == "failed"
-    from monst3r_framework.eval.evaluate import evaluate_run
+    from monst3r_fw_eval.evaluate import evaluate_run
 
     for name in ("scene0", "scene1", "scene2"):
         row = rows[name]

@@ -13,7 +13,7 @@ import pytest
 from monst3r_framework.runner import run_pipeline
 from monst3r_framework.stages import Reconstruction
 from monst3r_framework.store import RunStore
-from monst3r_framework.synth import make_scene
+from monst3r_fw_eval.synth import make_scene
 
 from tests.conftest import shared_path
 

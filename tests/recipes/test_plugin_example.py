@@ -23,7 +23,7 @@ from monst3r_framework.registry import build_registry
 from monst3r_framework.runner import run_pipeline
 from monst3r_framework.stages import FlowField, PairPredictions, RunContext
 from monst3r_framework.store import RunStore
-from monst3r_framework.synth import make_scene
+from monst3r_fw_eval.synth import make_scene
 
 EXAMPLE = REPO_ROOT / "docs" / "examples" / "monst3r_fw_spynet"
 TOY_DIR = REPO_ROOT / "tests" / "core"

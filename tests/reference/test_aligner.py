@@ -24,7 +24,7 @@ N_FRAMES, SIZE_HW = 12, (32, 48)
 
 @pytest.fixture(scope="module")
 def scene():
-    synth = pytest.importorskip("monst3r_framework.synth")
+    synth = pytest.importorskip("monst3r_fw_eval.synth")
     return synth.make_scene(n_frames=N_FRAMES, size_hw=SIZE_HW, seed=0, n_objects=1, supersample=1)
 
 

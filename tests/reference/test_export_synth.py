@@ -13,7 +13,7 @@ from monst3r_framework.stages import CameraTrajectory, DynamicMasks, ExportInput
 from monst3r_fw_reference import export as ex
 from test_export_data import run_exporter
 
-synth = pytest.importorskip("monst3r_framework.synth", reason="synthetic scenes not available yet")
+synth = pytest.importorskip("monst3r_fw_eval.synth", reason="synthetic scenes not available yet")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from monst3r_framework.errors import StageError
 from monst3r_framework.stages import FlowInputs, RunContext
 from monst3r_fw_reference.flow import OpenCVDISConfig, OpenCVDISFlow, forward_backward_error
 
-synth = pytest.importorskip("monst3r_framework.synth")
+synth = pytest.importorskip("monst3r_fw_eval.synth")
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ from PIL import Image
 
 from monst3r_framework.errors import InputError, StageError
 from monst3r_framework.stages import CameraTrajectory, MaskInputs, RunContext
-from monst3r_fw_reference.mask import (
-    FlowStaticConfig, FlowStaticMask, SAM2Refine, SAM2RefineConfig, UserMasks, UserMasksConfig,
-)
+from monst3r_fw_reference.mask.flow_static import FlowStaticConfig, FlowStaticMask
+from monst3r_fw_reference.mask.sam2_refine import SAM2Refine, SAM2RefineConfig
+from monst3r_fw_reference.mask.user_masks import UserMasks, UserMasksConfig
 
-synth = pytest.importorskip("monst3r_framework.synth")
+synth = pytest.importorskip("monst3r_fw_eval.synth")
 
 
 def swinstride_pairs(n: int, window: int = 5) -> np.ndarray:

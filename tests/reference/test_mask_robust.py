@@ -11,9 +11,9 @@ import torch
 
 from monst3r_framework.stages import CameraTrajectory, FlowInputs, MaskInputs, RunContext
 from monst3r_fw_reference.flow import OpenCVDISConfig, OpenCVDISFlow
-from monst3r_fw_reference.mask import FlowStaticConfig, FlowStaticMask, _normalise, _normalise_valid
+from monst3r_fw_reference.mask.flow_static import FlowStaticConfig, FlowStaticMask, _normalise, _normalise_valid
 
-synth = pytest.importorskip("monst3r_framework.synth")
+synth = pytest.importorskip("monst3r_fw_eval.synth")
 
 ROBUST = dict(valid_pixels="fb_consistent", normalisation="median")
 

@@ -12,7 +12,7 @@ from monst3r_framework.errors import InputError, StageError
 from monst3r_framework.stages import PoseInputs, RunContext
 from monst3r_fw_reference.pose import PnPMST, PnPMSTConfig, edge_scores, image_confidence, load_known_poses
 
-synth = pytest.importorskip("monst3r_framework.synth")
+synth = pytest.importorskip("monst3r_fw_eval.synth")
 
 
 def swinstride_pairs(n: int, window: int = 5) -> np.ndarray:

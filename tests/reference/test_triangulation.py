@@ -9,17 +9,10 @@ from pydantic import ValidationError
 
 from monst3r_framework.errors import StageError
 from monst3r_framework.stages import FlowField, PairInputs, RunContext
-from monst3r_framework.synth import make_scene
-from monst3r_fw_reference.triangulation import (
-    FlowTriangulation,
-    FlowTriangulationConfig,
-    _fb_error,
-    average_rotations,
-    intrinsics_from_config,
-    relative_pose_from_flow,
-    sample_correspondences,
-    translation_given_rotation,
-)
+from monst3r_fw_eval.synth import make_scene
+from monst3r_fw_reference.rotation_averaging import average_rotations
+from monst3r_fw_reference.triangulation import FlowTriangulation, FlowTriangulationConfig, _fb_error, intrinsics_from_config
+from monst3r_fw_reference.two_view import relative_pose_from_flow, sample_correspondences, translation_given_rotation
 
 HW = (64, 96)
 # Pairs 2 to 9 frames apart (adjacent frames of this scene move < 1 px), both directions of one edge.

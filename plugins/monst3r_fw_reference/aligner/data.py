@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from monst3r_framework.errors import StageError
+from monst3r_framework.scene_graph import pair_rows
 from monst3r_framework.stages import AlignerInputs
 
 from .optimize import AlignProblem
@@ -42,22 +43,17 @@ class FlowLookup:
     """Maps a directed frame pair (src, dst) to a row of a FlowField and the direction to read."""
 
     def __init__(self, flow_pairs: np.ndarray) -> None:
-        self.index: dict[tuple[int, int], tuple[int, bool]] = {}
-        for row, (i, j) in enumerate(np.asarray(flow_pairs, dtype=np.int64)):
-            self.index.setdefault((int(i), int(j)), (row, True))
-            self.index.setdefault((int(j), int(i)), (row, False))
+        self.flow_pairs = np.asarray(flow_pairs, dtype=np.int64).reshape(-1, 2)
 
     def rows(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows, fwd = np.zeros(len(src), np.int64), np.zeros(len(src), bool)
-        for n, (i, j) in enumerate(zip(src.tolist(), dst.tolist())):
-            hit = self.index.get((i, j))
-            if hit is None:
-                raise StageError(
-                    f"global_aligner monst3r_ga: no flow for frame pair ({i}, {j}) that the pair graph needs; "
-                    "expected a flow_estimator output covering every edge; fix: run the flow estimator on the same "
-                    "pair graph or set flow_loss_weight: 0"
-                )
-            rows[n], fwd[n] = hit
+        rows, fwd = pair_rows(self.flow_pairs, np.stack([np.asarray(src), np.asarray(dst)], -1))
+        if (rows < 0).any():
+            n = int(np.argmax(rows < 0))
+            raise StageError(
+                f"global_aligner monst3r_ga: no flow for frame pair ({int(src[n])}, {int(dst[n])}) that the pair graph "
+                "needs; expected a flow_estimator output covering every edge; fix: run the flow estimator on the same "
+                "pair graph or set flow_loss_weight: 0"
+            )
         return rows, fwd
 
 

@@ -1,6 +1,6 @@
 """Synthetic aligner inputs with known ground truth (used by tests and benchmarks/bench_aligner.py).
 
-Pair pointmaps are the exact ones of a :mod:`monst3r_framework.synth` scene, perturbed by
+Pair pointmaps are the exact ones of a :mod:`monst3r_fw_eval.synth` scene, perturbed by
 multiplicative per-pixel depth noise and one random scale per edge; flow is exact; the
 initial trajectory imitates a pose solver (perturbed poses, focal and depth at an arbitrary scale).
 """
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from monst3r_framework.geometry import umeyama
 from monst3r_framework.stages import AlignerInputs, CameraTrajectory, DynamicMasks, FlowField, PairPredictions
 
 
@@ -37,7 +38,7 @@ def make_case(scene, pairs: np.ndarray, *, depth_noise: float = 0.02, edge_scale
     """Aligner inputs for a synthetic scene.
 
     Args:
-        scene: a ``monst3r_framework.synth.SyntheticScene``.
+        scene: a ``monst3r_fw_eval.synth.SyntheticScene``.
         pairs: (P, 2) directed pairs.
         depth_noise: std of the per-pixel multiplicative noise on both pointmaps of every edge.
         edge_scale_range: each edge is scaled by a log-uniform factor in [1/r, r].
@@ -130,25 +131,10 @@ def calibrated_confidence(pts_i: np.ndarray, pts_j: np.ndarray, depth_noise: flo
     return out[0], out[1]
 
 
-def umeyama_sim3(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """(s, R, t) minimising ||dst - (s R src + t)||^2 over (N, 3) point sets."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    cov = xd.T @ xs / len(src)
-    u, d, vt = np.linalg.svd(cov)
-    sgn = np.eye(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sgn[2, 2] = -1
-    rot = u @ sgn @ vt
-    var = (xs**2).sum() / len(src)
-    s = float(np.trace(np.diag(d) @ sgn) / var)
-    return s, rot, mu_d - s * rot @ mu_s
-
-
 def ate_percent(est_world_from_cam: np.ndarray, gt_world_from_cam: np.ndarray) -> float:
     """RMS camera-centre error after Sim(3) Umeyama alignment, in % of the GT path length."""
     src, dst = est_world_from_cam[:, :3, 3], gt_world_from_cam[:, :3, 3]
-    s, rot, t = umeyama_sim3(src, dst)
+    rot, t, s = umeyama(src, dst, with_scale=True)
     aligned = s * src @ rot.T + t
     rmse = float(np.sqrt(((aligned - dst) ** 2).sum(1).mean()))
     path = float(np.linalg.norm(np.diff(dst, axis=0), axis=1).sum())

@@ -124,17 +124,6 @@ def gl_from_cv(world_from_cam: np.ndarray) -> np.ndarray:
     return np.asarray(world_from_cam, np.float64) @ CV_FROM_GL
 
 
-def invert_rigid(world_from_cam: np.ndarray) -> np.ndarray:
-    """(F, 4, 4) rigid transforms inverted in closed form (R^T, -R^T t); exact for rotations."""
-    t = np.asarray(world_from_cam, np.float64)
-    rot_t = np.swapaxes(t[..., :3, :3], -1, -2)
-    out = np.zeros_like(t)
-    out[..., :3, :3] = rot_t
-    out[..., :3, 3] = -np.einsum("...ij,...j->...i", rot_t, t[..., :3, 3])
-    out[..., 3, 3] = 1.0
-    return out
-
-
 def select_points(
     scene: SceneArrays,
     *,

@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import Field
 
 from monst3r_framework.errors import StageError
+from monst3r_framework.geometry import inv_rigid
 from monst3r_framework.stages import ExportInputs, RunContext, StageConfig
 
 from ._common import (
@@ -18,7 +19,6 @@ from ._common import (
     AtomicExporter,
     SceneArrays,
     dynamic_masks,
-    invert_rigid,
     select_points,
     warp_to_original,
     write_png,
@@ -111,7 +111,7 @@ class ColmapExporter(AtomicExporter):
             fx, fy, cx, cy = params[cam_id - 1]
             rec.add_camera_with_trivial_rig(pycolmap.Camera(
                 camera_id=int(cam_id), model="PINHOLE", width=w0, height=h0, params=[fx, fy, cx, cy]))
-        cam_from_world = invert_rigid(scene.world_from_cam)
+        cam_from_world = inv_rigid(np.asarray(scene.world_from_cam, np.float64))
         bounds = np.searchsorted(frame_of_point, np.arange(scene.n_frames + 1))
         for i in range(scene.n_frames):
             image = pycolmap.Image(name=names[i], keypoints=xy[bounds[i]:bounds[i + 1]],

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from monst3r_framework.errors import InputError
-from monst3r_framework.synth import load_scene, make_scene
+from monst3r_fw_eval.synth import load_scene, make_scene
 
 PAIRS = [(0, 1), (0, 5), (3, 7), (7, 2)]
 

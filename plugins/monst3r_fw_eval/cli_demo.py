@@ -7,16 +7,17 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import numpy as np
 import typer
 from rich.table import Table
 
-from .errors import InputError, Monst3rFWError
+from monst3r_framework.errors import InputError, Monst3rFWError
 
 
 def recipes_dir() -> Path:
     """The project's ``recipes/`` folder (next to the package in a source checkout)."""
-    here = Path(__file__).resolve().parent
+    import monst3r_framework
+
+    here = Path(monst3r_framework.__file__).resolve().parent
     for candidate in (here.parent / "recipes", here / "recipes"):
         if candidate.is_dir():
             return candidate
@@ -33,7 +34,9 @@ def resolve_scene_input(scene_or_input: Path) -> tuple[Path, Optional[Path]]:
 
 def evaluate_against(result: Any, gt_path: Path) -> dict[str, Any]:
     """Metrics of a run (a ``RunResult``) against a ground-truth folder in the synthetic layout."""
-    from .eval.metrics import evaluate
+    import numpy as np
+
+    from .metrics import evaluate
     from .synth import load_scene
 
     scene = load_scene(gt_path)
@@ -61,7 +64,7 @@ METRIC_COLUMNS = ["ATE", "ATE % path", "RPE trans", "RPE rot (deg)", "Abs Rel", 
 
 
 def register(app: typer.Typer) -> None:
-    from .cli import _log, out_console, rich_progress, timing_table
+    from monst3r_framework.cli import _log, out_console, rich_progress, timing_table
 
     @app.command()
     def demo(
@@ -74,7 +77,7 @@ def register(app: typer.Typer) -> None:
         set_: Annotated[Optional[list[str]], typer.Option("--set", help="Recipe overrides.")] = None,
     ) -> None:
         """Synthesise a dynamic scene, run the weight-free classical recipe on it, and evaluate it."""
-        from .runner import run_pipeline
+        from monst3r_framework.runner import run_pipeline
         from .synth import make_scene
 
         try:
@@ -112,7 +115,7 @@ def register(app: typer.Typer) -> None:
         set_: Annotated[Optional[list[str]], typer.Option("--set", help="Overrides applied to every recipe.")] = None,
     ) -> None:
         """Run several recipes on one input sharing one store (common stages computed once) and compare them."""
-        from .runner import run_pipeline
+        from monst3r_framework.runner import run_pipeline
 
         source, scene = resolve_scene_input(input)
         gt_path = gt or scene

@@ -10,9 +10,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from monst3r_framework import cli_eval
-from monst3r_framework.eval.metrics import matrix_to_quaternion
-from monst3r_framework.synth import load_scene
+from monst3r_fw_eval import cli_eval
+from monst3r_fw_eval.metrics import matrix_to_quaternion
+from monst3r_fw_eval.synth import load_scene
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_synth_and_eval(app, tmp_path):
 
 
 def test_eval_suite_with_stubbed_runner(app, tmp_path, monkeypatch):
-    from monst3r_framework.synth import make_scene
+    from monst3r_fw_eval.synth import make_scene
 
     for k in range(2):
         make_scene(n_frames=4, size_hw=(16, 24), seed=k, n_objects=1, supersample=1).save(tmp_path / "gt" / f"s{k}", video=False)
@@ -84,10 +84,10 @@ def test_eval_suite_with_stubbed_runner(app, tmp_path, monkeypatch):
 
 def test_predictions_from_run_store(tmp_path):
     """eval reads the final reconstruction (and frame indices) from the run's Zarr store."""
-    from monst3r_framework.eval.evaluate import load_run_predictions
+    from monst3r_fw_eval.evaluate import load_run_predictions
     from monst3r_framework.stages import FrameSet, Reconstruction
     from monst3r_framework.store import RunStore
-    from monst3r_framework.synth import make_scene
+    from monst3r_fw_eval.synth import make_scene
 
     scene = make_scene(n_frames=6, size_hw=(16, 24), seed=1, n_objects=1, supersample=1)
     keep = np.array([1, 3, 5])  # the run processed every other frame

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from monst3r_framework.errors import InputError
-from monst3r_framework.eval.datasets import read_pose_rows, read_tum_trajectory
-from monst3r_framework.eval.metrics import (
+from monst3r_fw_eval.datasets import read_pose_rows, read_tum_trajectory
+from monst3r_fw_eval.metrics import (
     absolute_trajectory_error,
     associate_timestamps,
     average_depth_metrics,
@@ -89,7 +89,7 @@ def test_depth_monst3r_lad_matches_torch_adam_procedure():
     scale. Compared with torch itself over the first 60 steps (the full 1000 are slow on a busy CPU)."""
     import torch
 
-    from monst3r_framework.eval.metrics import _monst3r_lad
+    from monst3r_fw_eval.metrics import _monst3r_lad
 
     rng = np.random.default_rng(0)
     gt = rng.uniform(1, 5, 300)
@@ -301,7 +301,7 @@ def test_cross_check_with_evo_package():
 
 
 def test_evaluate_on_synthetic_scene():
-    from monst3r_framework.synth import make_scene
+    from monst3r_fw_eval.synth import make_scene
 
     scene = make_scene(n_frames=5, size_hw=(24, 32), seed=0, n_objects=1, supersample=1)
     pred_c2w = scene.cam_to_world.copy()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from monst3r_framework.errors import InputError
-from monst3r_framework.eval.datasets import (
+from monst3r_fw_eval.datasets import (
     list_sequences,
     read_depth_png,
     read_sequence,
@@ -18,7 +18,7 @@ from monst3r_framework.eval.datasets import (
     write_sintel_cam,
     write_sintel_depth,
 )
-from monst3r_framework.eval.metrics import matrix_to_quaternion, quaternion_to_matrix
+from monst3r_fw_eval.metrics import matrix_to_quaternion, quaternion_to_matrix
 
 H, W = 6, 8
 
@@ -200,7 +200,7 @@ def test_davis_frames_and_masks(tmp_path):
 
 
 def test_synthetic_layout(tmp_path):
-    from monst3r_framework.synth import make_scene
+    from monst3r_fw_eval.synth import make_scene
 
     scene = make_scene(n_frames=3, size_hw=(16, 24), seed=2, n_objects=1, supersample=1)
     scene.save(tmp_path / "synth", video=False)

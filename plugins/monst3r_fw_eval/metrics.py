@@ -40,9 +40,10 @@ from typing import Literal, Optional, Sequence
 
 import numpy as np
 
-from ..geometry import inv_rigid as _inv_rigid
+from monst3r_framework.geometry import inv_rigid as _inv_rigid
+from monst3r_framework.geometry import umeyama
 
-from ..errors import InputError
+from monst3r_framework.errors import InputError
 
 __all__ = [
     "ErrorStats", "error_stats", "umeyama_alignment", "align_trajectory", "associate_timestamps",
@@ -104,53 +105,39 @@ def error_stats(errors: np.ndarray) -> ErrorStats:
 
 
 def quaternion_to_matrix(q_xyzw: np.ndarray) -> np.ndarray:
-    """(..., 4) quaternions (x, y, z, w), any norm -> (..., 3, 3) rotation matrices.
+    """(..., 4) quaternions (x, y, z, w), any norm -> (..., 3, 3) rotation matrices (scipy ``Rotation``).
 
     Quaternions are normalised first (as evo and the TUM tools do); a zero quaternion gives identity.
     """
+    from scipy.spatial.transform import Rotation
+
     q = np.asarray(q_xyzw, np.float64)
-    n2 = (q * q).sum(axis=-1, keepdims=True)
-    safe = n2 > 1e-16
-    q = np.where(safe, q * np.sqrt(2.0 / np.where(safe, n2, 1.0)), 0.0)
-    x, y, z, w = np.moveaxis(q, -1, 0)
-    out = np.stack([
-        1.0 - (y * y + z * z), x * y - z * w, x * z + y * w,
-        x * y + z * w, 1.0 - (x * x + z * z), y * z - x * w,
-        x * z - y * w, y * z + x * w, 1.0 - (x * x + y * y),
-    ], axis=-1).reshape(q.shape[:-1] + (3, 3))
-    return np.where(safe[..., None], out, np.eye(3))
+    flat = q.reshape(-1, 4).copy()
+    zero = (flat * flat).sum(axis=-1) <= 1e-16
+    flat[zero] = (0.0, 0.0, 0.0, 1.0)
+    return Rotation.from_quat(flat).as_matrix().reshape(q.shape[:-1] + (3, 3))
 
 
 def matrix_to_quaternion(rot: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotation matrices -> (..., 4) unit quaternions (x, y, z, w) with w >= 0."""
+    """(..., 3, 3) rotation matrices -> (..., 4) unit quaternions (x, y, z, w) with w >= 0 (scipy ``Rotation``)."""
+    from scipy.spatial.transform import Rotation
+
     r = np.asarray(rot, np.float64)
-    tr = np.trace(r, axis1=-2, axis2=-1)
-    # Shepperd's method: pick the largest of 4w^2, 4x^2, 4y^2, 4z^2 for numerical stability.
-    cand = np.stack([1 + tr, 1 + 2 * r[..., 0, 0] - tr, 1 + 2 * r[..., 1, 1] - tr, 1 + 2 * r[..., 2, 2] - tr], -1)
-    k = np.argmax(cand, axis=-1)
-    s = np.sqrt(np.maximum(np.take_along_axis(cand, k[..., None], -1)[..., 0], 1e-300)) * 2  # = 4 * |component|
-    d21, d02, d10 = r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]
-    s21, s02, s10 = r[..., 2, 1] + r[..., 1, 2], r[..., 0, 2] + r[..., 2, 0], r[..., 1, 0] + r[..., 0, 1]
-    q = np.stack([
-        np.select([k == 0, k == 1, k == 2, k == 3], [d21 / s, s / 4, s10 / s, s02 / s]),
-        np.select([k == 0, k == 1, k == 2, k == 3], [d02 / s, s10 / s, s / 4, s21 / s]),
-        np.select([k == 0, k == 1, k == 2, k == 3], [d10 / s, s02 / s, s21 / s, s / 4]),
-        np.select([k == 0, k == 1, k == 2, k == 3], [s / 4, d21 / s, d02 / s, d10 / s]),
-    ], -1)
-    q /= np.linalg.norm(q, axis=-1, keepdims=True)
-    return np.where(q[..., 3:4] < 0, -q, q)
+    q = Rotation.from_matrix(r.reshape(-1, 3, 3)).as_quat()
+    q = np.where(q[:, 3:4] < 0, -q, q)
+    return q.reshape(r.shape[:-2] + (4,))
 
 
 def rotation_angle(rot: np.ndarray) -> np.ndarray:
     """(..., 3, 3) rotation matrices -> (...) rotation angles in radians, in [0, pi].
 
-    Uses the quaternion of the matrix (nearest-rotation behaviour like evo's SciPy-based angle,
-    and accurate for small angles, unlike arccos of the trace).
+    SciPy's ``Rotation.magnitude`` (evo's angle; from the quaternion, so accurate for small angles,
+    unlike arccos of the trace).
     """
-    q = matrix_to_quaternion(rot)
-    return 2.0 * np.arctan2(np.linalg.norm(q[..., :3], axis=-1), np.abs(q[..., 3]))
+    from scipy.spatial.transform import Rotation
 
-
+    r = np.asarray(rot, np.float64)
+    return Rotation.from_matrix(r.reshape(-1, 3, 3)).magnitude().reshape(r.shape[:-2])
 
 
 def _check_poses(name: str, poses: np.ndarray) -> np.ndarray:
@@ -184,24 +171,9 @@ def umeyama_alignment(src: np.ndarray, dst: np.ndarray, with_scale: bool = False
     y = np.asarray(dst, np.float64)
     if x.shape != y.shape or x.ndim != 2 or x.shape[1] != 3 or len(x) < 2:
         raise InputError(f"umeyama_alignment: need two (N, 3) point sets with N >= 2, got {x.shape} and {y.shape}")
-    mx, my = x.mean(axis=0), y.mean(axis=0)
-    xc, yc = x - mx, y - my
-    n = len(x)
-    cov = yc.T @ xc / n
-    u, d, vt = np.linalg.svd(cov)
-    s_fix = np.ones(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        s_fix[2] = -1.0
-    rot = u @ np.diag(s_fix) @ vt
-    if with_scale:
-        var_x = (xc * xc).sum() / n
-        if var_x <= 0:
-            raise InputError("umeyama_alignment: the estimated positions are all identical; Sim(3) scale undefined")
-        scale = float((d * s_fix).sum() / var_x)
-    else:
-        scale = 1.0
-    trans = my - scale * rot @ mx
-    return rot, trans, scale
+    if with_scale and not ((x - x.mean(axis=0)) ** 2).sum() > 0:
+        raise InputError("umeyama_alignment: the estimated positions are all identical; Sim(3) scale undefined")
+    return umeyama(x, y, with_scale=with_scale)
 
 
 def align_trajectory(est: np.ndarray, ref: np.ndarray, mode: Alignment = "sim3") -> tuple[np.ndarray, dict]:
@@ -602,8 +574,8 @@ def evaluate(pred_c2w: Optional[np.ndarray], pred_depth: Optional[np.ndarray], g
         pred_depth: (N, h, w) predicted z-depth (any resolution: resized to the GT's with bicubic
             interpolation, as MonST3R), or None to skip depth metrics.
         gt: an object with ``cam_to_world`` (N, 4, 4) or None and ``depth`` (N, H, W) or None, and
-            optionally ``timestamps``: a :class:`~monst3r_framework.eval.datasets.Sequence`, a
-            :class:`~monst3r_framework.synth.SyntheticScene`, or a dict with those keys.
+            optionally ``timestamps``: a :class:`~monst3r_fw_eval.datasets.Sequence`, a
+            :class:`~monst3r_fw_eval.synth.SyntheticScene`, or a dict with those keys.
         pose_align: alignment for ATE and RPE ("sim3" like MonST3R).
         depth_align: depth alignments to report; the first one fills the top-level ``abs_rel`` and
             ``delta_1.25``.

@@ -14,9 +14,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import InputError
-from .datasets import Sequence, read_sequence
-from .metrics import evaluate, quaternion_to_matrix
+from monst3r_framework.errors import InputError
+from .datasets import Sequence, read_sequence, tum_poses
+from .metrics import evaluate
 
 __all__ = ["RunPredictions", "load_run_predictions", "read_monst3r_layout", "evaluate_predictions",
            "evaluate_reconstruction", "evaluate_run"]
@@ -42,9 +42,7 @@ def read_monst3r_layout(folder: str | Path) -> RunPredictions:
     rows = np.array([[float(v) for v in line.split()] for line in traj.read_text().splitlines() if line.strip()])
     if rows.ndim != 2 or rows.shape[1] != 8:
         raise InputError(f"{traj}: expected 8 numbers per line (t x y z qw qx qy qz), got shape {rows.shape}")
-    c2w = np.tile(np.eye(4), (len(rows), 1, 1))
-    c2w[:, :3, :3] = quaternion_to_matrix(rows[:, [5, 6, 7, 4]])  # file is w-first
-    c2w[:, :3, 3] = rows[:, 1:4]
+    _, c2w = tum_poses(rows[:, [0, 1, 2, 3, 5, 6, 7, 4]])  # the file is w-first
     depth_files = sorted(d.glob("frame_*.npy"))
     depth = np.stack([np.load(p).astype(np.float32) for p in depth_files]) if depth_files else None
     if depth is not None and len(depth) != len(c2w):
@@ -59,8 +57,8 @@ def _from_store(run_dir: Path) -> Optional[RunPredictions]:
         return None
     try:
         info = json.loads(status.read_text())
-        from ..stages import CameraTrajectory, FrameSet, Reconstruction
-        from ..store import RunStore
+        from monst3r_framework.stages import CameraTrajectory, FrameSet, Reconstruction
+        from monst3r_framework.store import RunStore
 
         store = RunStore(info["store"], lock=False)
         try:

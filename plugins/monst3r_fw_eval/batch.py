@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from monst3r_framework.errors import InputError
 
 
 def mask_iou(pred: np.ndarray, gt: np.ndarray, network_from_original: Any) -> float:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from monst3r_framework.cli import main
-from monst3r_framework.synth import make_scene
+from monst3r_fw_eval.synth import make_scene
 
 HERE = Path(__file__).resolve().parent
 

@@ -35,7 +35,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..errors import InputError
+from monst3r_framework.errors import InputError
 from .metrics import DEPTH_EVAL_PRESETS, associate_timestamps, quaternion_to_matrix
 
 __all__ = [
@@ -163,7 +163,7 @@ def read_depth_png(path: str | Path, scale: float) -> np.ndarray:
 
 def _text_rows(path: Path) -> list[list[str]]:
     if not path.is_file():
-        raise InputError(f"missing file {path}; check the dataset layout (see monst3r_framework/eval/datasets.py)")
+        raise InputError(f"missing file {path}; check the dataset layout (see monst3r_fw_eval/datasets.py)")
     rows = []
     for line in path.read_text().replace(",", " ").replace("\t", " ").splitlines():
         line = line.strip()
@@ -181,6 +181,12 @@ def read_tum_trajectory(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"{path}: non-numeric TUM trajectory line; expected 't tx ty tz qx qy qz qw'") from None
     if a.ndim != 2 or len(a) == 0:
         raise InputError(f"{path}: no TUM pose lines (8 numbers each: t tx ty tz qx qy qz qw)")
+    return tum_poses(a)
+
+
+def tum_poses(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 8) TUM rows ``t tx ty tz qx qy qz qw`` -> timestamps (N,) and camera-to-world (N, 4, 4) float64."""
+    a = np.asarray(rows, np.float64).reshape(-1, 8)
     poses = np.tile(np.eye(4), (len(a), 1, 1))
     poses[:, :3, :3] = quaternion_to_matrix(a[:, 4:8])
     poses[:, :3, 3] = a[:, 1:4]
@@ -289,11 +295,7 @@ def read_bonn(root: str | Path, seq: str, subset: bool = True) -> Sequence:
         if not (len(rgb) == len(depth_files) == len(poses_rows)):
             raise InputError(f"bonn/{seq}: subset has {len(rgb)} rgb, {len(depth_files)} depth and {len(poses_rows)} "
                              "pose rows; re-run MonST3R's prepare_bonn.py or pass subset=False")
-        a = np.array([[float(v) for v in r[:8]] for r in poses_rows])
-        poses = np.tile(np.eye(4), (len(a), 1, 1))
-        poses[:, :3, :3] = quaternion_to_matrix(a[:, 4:8])
-        poses[:, :3, 3] = a[:, 1:4]
-        stamps = a[:, 0]
+        stamps, poses = tum_poses(np.array([[float(v) for v in r[:8]] for r in poses_rows]))
     else:
         t_rgb, f_rgb = read_tum_list(d / "rgb.txt")
         t_dep, f_dep = read_tum_list(d / "depth.txt")
@@ -417,7 +419,7 @@ def read_davis(root: str | Path, seq: str, resolution: str = "480p") -> Sequence
 
 def read_synthetic(root: str | Path, seq: Optional[str] = None) -> Sequence:
     """A scene written by ``monst3r-fw synth OUT`` (``root`` = OUT, or its parent with ``seq`` = folder name)."""
-    from ..synth import load_scene
+    from .synth import load_scene
 
     d = Path(root) / seq if seq else Path(root)
     scene = load_scene(d)

@@ -1,7 +1,6 @@
-"""Mask builders: ``flow_static`` (MonST3R's flow-residual motion mask), ``user_masks`` (PNG folder)
-and ``sam2_refine`` (flow mask refined by the SAM2 video predictor, optional extra).
+"""Mask builder ``flow_static``: MonST3R's flow-residual motion mask.
 
-``flow_static`` follows MonST3R's ``PointCloudOptimizer.get_motion_mask_from_pairs``. For every
+It follows MonST3R's ``PointCloudOptimizer.get_motion_mask_from_pairs``. For every
 unordered pair {a, b} of the (symmetrised) graph the official code builds a two-view ``PairViewer``
 from the pair's own two directed predictions (a, b) and (b, a) alone, independent of any global pose:
 
@@ -42,32 +41,24 @@ Robust options (not official; the defaults reproduce the official behaviour):
 from __future__ import annotations
 
 import os
-import re
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import ClassVar, Literal, Optional
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from monst3r_framework.errors import InputError, StageError
+from monst3r_framework.errors import StageError
+from monst3r_framework.scene_graph import pair_rows
 from monst3r_framework.stages import (
     CameraTrajectory, DynamicMasks, FlowField, FrameSet, MaskBuilder, MaskInputs, PairPredictions, RunContext,
     StageConfig,
 )
 
-from .geometry import ego_flow, estimate_focal_knowing_depth, flow_consistency
-from .pose import pnp_world_from_cam, principal_point
+from ..geometry import ego_flow, estimate_focal_knowing_depth, flow_consistency
+from ..pose import pnp_world_from_cam, principal_point
 
-__all__ = ["FlowStaticConfig", "FlowStaticMask", "UserMasksConfig", "UserMasks", "SAM2RefineConfig", "SAM2Refine",
-           "flow_residual_maps", "STAGES"]
-
-
-# --------------------------------------------------------------------------------------------
-# flow_static
-# --------------------------------------------------------------------------------------------
+__all__ = ["FlowStaticConfig", "FlowStaticMask", "flow_residual_maps", "STAGES"]
 
 
 class FlowStaticConfig(StageConfig):
@@ -105,27 +96,6 @@ class FlowStaticConfig(StageConfig):
                                    "consistent correspondences per pair fed to RANSAC.")
     morph_radius: int = Field(0, ge=0, le=64, description="Opening then closing of the final mask with a "
                               "(2r+1)^2 square; 0 = none (official).")
-
-
-def _pair_index(pairs: np.ndarray) -> dict[tuple[int, int], int]:
-    index: dict[tuple[int, int], int] = {}
-    for k, (i, j) in enumerate(np.asarray(pairs, np.int64).tolist()):
-        index.setdefault((i, j), k)
-    return index
-
-
-def _flow_lookup(flow: FlowField):
-    """Return ``get(a, b) -> (H, W, 2) float32`` flow from frame a to frame b, or None if absent."""
-    index = _pair_index(flow.pairs)
-
-    def get(a: int, b: int) -> Optional[np.ndarray]:
-        if (a, b) in index:
-            return np.asarray(flow.flow_ij[index[(a, b)]], np.float32)
-        if (b, a) in index:
-            return np.asarray(flow.flow_ji[index[(b, a)]], np.float32)
-        return None
-
-    return get
 
 
 def _normalise(err: torch.Tensor) -> torch.Tensor:
@@ -253,7 +223,6 @@ def flow_residual_maps(
     n = frames.n_frames
     h, w = frames.size_hw
     pp = principal_point(h, w, cfg.principal_point)
-    get_flow = _flow_lookup(flow)
 
     if cfg.pose_source == "homography":
         edges = sorted({(min(i, j), max(i, j)) for i, j in np.asarray(flow.pairs, np.int64).tolist() if i != j})
@@ -271,16 +240,18 @@ def flow_residual_maps(
         if predictions is None:
             raise StageError("mask_builder flow_static: needs pair predictions (pose_source 'pair'); "
                              "enable the pair_predictor or set pose_source: solver")
-        index = _pair_index(predictions.pairs)
-        edges = []
-        for (i, j), k in index.items():
-            if i == j:
-                continue
-            if (j, i) in index and (j, i) < (i, j):
-                continue  # handled from the other direction
-            edges.append((i, j))
+        pred_pairs = np.asarray(predictions.pairs, np.int64).reshape(-1, 2)
+        own, _ = pair_rows(pred_pairs, pred_pairs)          # first row of each directed pair
+        rev, rev_fwd = pair_rows(pred_pairs, pred_pairs[:, ::-1])
+        has_rev = (rev >= 0) & rev_fwd
+        # one edge per unordered pair, taken from the direction stored first as (min, max) if both are
+        keep = (own == np.arange(len(pred_pairs))) & (pred_pairs[:, 0] != pred_pairs[:, 1]) \
+            & ~(has_rev & (pred_pairs[:, 1] < pred_pairs[:, 0]))
+        edges = [(int(i), int(j)) for i, j in pred_pairs[keep]]
+        index = {e: int(k) for e, k in zip(edges, np.flatnonzero(keep))}
+        reverse = {e: int(r) for e, r, ok in zip(edges, rev[keep], has_rev[keep]) if ok}
         # focals of every directed pair's view 1 (only those needed), batched Weiszfeld
-        need = sorted({index[e] for e in edges} | {index[(b, a)] for a, b in edges if (b, a) in index})
+        need = sorted(set(index.values()) | set(reverse.values()))
         focals: dict[int, float] = {}
         for s in range(0, len(need), cfg.batch_size):
             ks = need[s:s + cfg.batch_size]
@@ -290,7 +261,7 @@ def flow_residual_maps(
 
         def work(e: tuple[int, int]):
             a, b = e
-            pa, pb, da, db, fa, fb = _pair_views(predictions, a, b, index[e], index.get((b, a)), focals, cfg, pp,
+            pa, pb, da, db, fa, fb = _pair_views(predictions, a, b, index[e], reverse.get(e), focals, cfg, pp,
                                                  seed=ctx.seed + 7919 * a + b)
             ka, kb = _intrinsics(np.array([fa]), pp)[0].numpy(), _intrinsics(np.array([fb]), pp)[0].numpy()
             return e, (pa, pb, da, db, ka, kb)
@@ -306,15 +277,16 @@ def flow_residual_maps(
 
     total = np.zeros((n, h, w), np.float64)
     count = np.zeros((n, h, w), np.float64)
-    missing = [e for e in edges if get_flow(*e) is None]
+    flow_rows, _ = pair_rows(flow.pairs, np.asarray(edges, np.int64).reshape(-1, 2))
+    missing = [e for e, r in zip(edges, flow_rows) if r < 0]
     if missing:
         raise StageError(f"mask_builder flow_static: no flow for pairs {missing[:5]}; the flow estimator must run "
                          "on the same scene graph as the pair predictor")
     robust = cfg.valid_pixels != "all" or cfg.normalisation != "minmax"
     for s in range(0, len(edges), cfg.batch_size):
         chunk = edges[s:s + cfg.batch_size]
-        f_ab = torch.from_numpy(np.stack([get_flow(a, b) for a, b in chunk]))
-        f_ba = torch.from_numpy(np.stack([get_flow(b, a) for a, b in chunk]))
+        f_ab = torch.from_numpy(np.ascontiguousarray(flow.gather(np.array(chunk)), np.float32))
+        f_ba = torch.from_numpy(np.ascontiguousarray(flow.gather(np.array(chunk)[:, ::-1]), np.float32))
         if cfg.valid_pixels == "fb_consistent" or cfg.pose_source == "homography":
             valid_a = _valid_pixels(f_ab, f_ba, cfg.fb_threshold_px)
             valid_b = _valid_pixels(f_ba, f_ab, cfg.fb_threshold_px)
@@ -386,158 +358,4 @@ def _clean(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# user_masks
-# --------------------------------------------------------------------------------------------
-
-
-class UserMasksConfig(StageConfig):
-    type: Literal["user_masks"] = "user_masks"
-    path: Optional[str] = Field(None, description="Folder of per-frame PNG masks named with the frame number "
-                                "(e.g. mask_0007.png for frame 7 of the original video, or 0..F-1).")
-    dynamic_is: Literal["white", "black"] = Field("white", description="Which pixel value marks dynamic pixels.")
-    threshold: int = Field(127, ge=0, le=254, description="Grey level separating the two classes.")
-
-
-_NUMBER = re.compile(r"(\d+)(?!.*\d)")
-
-
-class UserMasks(MaskBuilder):
-    """Dynamic masks read from a folder of PNG files, mapped to network resolution (nearest).
-
-    Files are matched to frames by the last number in their name: first against the frames'
-    original indices (``FrameSet.frame_index``), else against 0..F-1. Masks at network size are
-    used as they are; masks at the original video size are mapped through
-    ``FrameSet.network_from_original`` (resize + crop); any other size is first resized to the original size.
-    """
-
-    name: ClassVar[str] = "user_masks"
-    config_model = UserMasksConfig
-    config: UserMasksConfig
-    reads: ClassVar[frozenset[str]] = frozenset()
-
-    def run(self, inputs: MaskInputs, ctx: RunContext) -> DynamicMasks:
-        from PIL import Image
-
-        cfg = self.config
-        if not cfg.path:
-            raise InputError("mask_builder user_masks: no `path` set; pass the folder of PNG masks "
-                             "(stages.mask_builder.path=DIR)")
-        folder = Path(cfg.path).expanduser()
-        if not folder.is_dir():
-            raise InputError(f"mask_builder user_masks: folder not found: {folder}; pass an existing folder of PNG masks")
-        files: dict[int, Path] = {}
-        for p in sorted(folder.glob("*.png")):
-            m = _NUMBER.search(p.stem)
-            if m is None:
-                raise InputError(f"mask_builder user_masks: {p.name} has no frame number in its name; "
-                                 "name masks like mask_0007.png")
-            num = int(m.group(1))
-            if num in files:
-                raise InputError(f"mask_builder user_masks: {files[num].name} and {p.name} both claim frame {num}; "
-                                 "keep one mask per frame")
-            files[num] = p
-        frames = inputs.frames
-        wanted = [int(v) for v in np.asarray(frames.frame_index)]
-        if not all(v in files for v in wanted):
-            positional = list(range(frames.n_frames))
-            if all(v in files for v in positional):
-                wanted = positional
-            else:
-                lacking = [v for v in wanted if v not in files]
-                raise InputError(f"mask_builder user_masks: {folder} lacks masks for frames {lacking[:10]} "
-                                 f"({len(lacking)} of {frames.n_frames}; found numbers "
-                                 f"{sorted(files)[:5]}...); provide one PNG per frame numbered by original "
-                                 f"frame index or 0..{frames.n_frames - 1}")
-        h, w = frames.size_hw
-        oh, ow = frames.original_hw
-        out = np.zeros((frames.n_frames, h, w), bool)
-        # network pixel centre -> original pixel (nearest)
-        orig_from_net = frames.original_from_network()
-        ys, xs = np.mgrid[0:h, 0:w]
-        src = np.stack([xs, ys, np.ones_like(xs)], -1).reshape(-1, 3) @ orig_from_net.T
-        sx = np.clip(np.rint(src[:, 0]), 0, ow - 1).astype(np.int64)
-        sy = np.clip(np.rint(src[:, 1]), 0, oh - 1).astype(np.int64)
-        for k, num in enumerate(wanted):
-            img = Image.open(files[num]).convert("L")
-            if img.size == (w, h):
-                arr = np.asarray(img)
-            else:
-                if img.size != (ow, oh):
-                    img = img.resize((ow, oh), Image.NEAREST)
-                arr = np.asarray(img)[sy, sx].reshape(h, w)
-            mask = arr > cfg.threshold
-            out[k] = mask if cfg.dynamic_is == "white" else ~mask
-        return DynamicMasks(dynamic=out, error=None, source="user")
-
-
-# --------------------------------------------------------------------------------------------
-# sam2_refine
-# --------------------------------------------------------------------------------------------
-
-
-class SAM2RefineConfig(FlowStaticConfig):
-    type: Literal["sam2_refine"] = "sam2_refine"  # type: ignore[assignment]
-    checkpoint: Optional[str] = Field(None, description="SAM2 checkpoint (.pt), e.g. sam2.1_hiera_large.pt.")
-    model_cfg: str = Field("configs/sam2.1/sam2.1_hiera_l.yaml", description="SAM2 model config name (official: "
-                           "configs/sam2.1/sam2.1_hiera_l.yaml).")
-
-
-class SAM2Refine(MaskBuilder):
-    """``flow_static`` masks refined by the SAM2 video predictor and OR-ed in (official ``sam2_mask_refine``).
-
-    As the official code: the flow masks of the odd frames prompt SAM2 and its propagation gives
-    the even frames' masks, then the even frames prompt the odd ones; each frame's final mask is
-    its flow mask OR its SAM2 mask. Needs the optional ``sam2`` package and a checkpoint.
-    """
-
-    name: ClassVar[str] = "sam2_refine"
-    config_model = SAM2RefineConfig
-    config: SAM2RefineConfig
-    requires: ClassVar[frozenset[str]] = frozenset({"flow_estimator"})
-
-    def setup(self, ctx: RunContext) -> None:
-        try:
-            import sam2  # noqa: F401
-        except ImportError as exc:
-            raise StageError("mask_builder sam2_refine: the sam2 package is not installed: "
-                             "pip install monst3r-fw[sam2] and set stages.mask_builder.checkpoint") from exc
-        if not self.config.checkpoint or not Path(self.config.checkpoint).expanduser().is_file():
-            raise StageError(f"mask_builder sam2_refine: SAM2 checkpoint not found ({self.config.checkpoint!r}): "
-                             "download sam2.1_hiera_large.pt and set stages.mask_builder.checkpoint")
-
-    def run(self, inputs: MaskInputs, ctx: RunContext) -> DynamicMasks:
-        self.setup(ctx)
-        base = FlowStaticMask(FlowStaticConfig(**{k: v for k, v in self.config.model_dump().items()
-                                                  if k in FlowStaticConfig.model_fields and k != "type"}))
-        flow_masks = base.run(inputs, ctx)
-        refined = self._refine(np.asarray(inputs.frames.rgb), np.asarray(flow_masks.dynamic), ctx)
-        return DynamicMasks(dynamic=np.asarray(flow_masks.dynamic) | refined, error=flow_masks.error, source="sam2")
-
-    def _refine(self, rgb: np.ndarray, masks: np.ndarray, ctx: RunContext) -> np.ndarray:
-        from PIL import Image
-        from sam2.build_sam import build_sam2_video_predictor
-
-        device = ctx.device if ctx.device.startswith("cuda") and torch.cuda.is_available() else "cpu"
-        predictor = build_sam2_video_predictor(self.config.model_cfg, str(Path(self.config.checkpoint).expanduser()),
-                                               device=device)
-        n = len(rgb)
-        out = np.zeros_like(masks, dtype=bool)
-        with tempfile.TemporaryDirectory() as tmp:
-            for k, img in enumerate(rgb):  # the public SAM2 API reads a folder of JPEG frames
-                Image.fromarray(img).save(Path(tmp) / f"{k:05d}.jpg", quality=95)
-            autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device != "cpu" else torch.no_grad()
-            with torch.inference_mode(), autocast:
-                state = predictor.init_state(video_path=tmp)
-                for prompt_parity in (1, 0):  # odd frames prompt the even ones, then the reverse
-                    predictor.reset_state(state)
-                    for k in range(n):
-                        if k % 2 == prompt_parity:
-                            predictor.add_new_mask(state, frame_idx=k, obj_id=1, mask=masks[k])
-                    for k, obj_ids, logits in predictor.propagate_in_video(state, start_frame_idx=0):
-                        if k % 2 != prompt_parity and 1 in list(obj_ids):
-                            out[k] = (logits[list(obj_ids).index(1)] > 0.0).cpu().numpy().reshape(out.shape[1:])
-        return out
-
-
-STAGES = (FlowStaticMask, UserMasks, SAM2Refine)
+STAGES = (FlowStaticMask,)

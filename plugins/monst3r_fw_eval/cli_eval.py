@@ -1,6 +1,6 @@
 """``monst3r-fw synth | eval | eval-suite``: synthetic scenes, metrics of a run, a recipe over a dataset.
 
-The main CLI calls :func:`register` to add these commands.
+Import-light (``--help`` imports this): numpy and the evaluation modules load inside the commands.
 """
 
 from __future__ import annotations
@@ -11,13 +11,11 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import InputError
-from .store import jsonable as _jsonable
+from monst3r_framework.errors import InputError
 
 _out = Console()
 _err = Console(stderr=True)
@@ -77,7 +75,9 @@ def metrics_table(rows: list[dict[str, Any]], title: str) -> Table:
 
 def _summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Pose metrics: mean over sequences (MonST3R); depth: pixel-weighted mean (official notebook)."""
-    from .eval.metrics import average_depth_metrics
+    import numpy as np
+
+    from .metrics import average_depth_metrics
 
     out: dict[str, Any] = {"sequence": "average", "n_frames": int(sum(r.get("n_frames", 0) for r in rows))}
     for key in ("ate", "rpe_trans", "rpe_rot"):
@@ -141,7 +141,9 @@ def register(app: typer.Typer) -> None:
         depth_align: Annotated[str, typer.Option("--depth-align", help="Comma-separated: median, scale_shift, scale_shift_l1, monst3r_lad, none.")] = "median,scale_shift",
     ) -> None:
         """Depth and pose metrics of a run; prints a table and writes RUN_DIR/metrics.json."""
-        from .eval.evaluate import evaluate_run
+        from monst3r_framework.store import jsonable as _jsonable
+
+        from .evaluate import evaluate_run
 
         if pose_align not in _POSE_ALIGN:
             raise InputError(f"--pose-align {pose_align!r}: choose from {', '.join(_POSE_ALIGN)}")
@@ -164,9 +166,13 @@ def register(app: typer.Typer) -> None:
         depth_align: Annotated[str, typer.Option("--depth-align", help="Comma-separated depth alignments.")] = "median,scale_shift",
     ) -> None:
         """Run a recipe over a dataset's sequences and tabulate the metrics (OUT/metrics.json)."""
-        from .eval.datasets import list_sequences, read_sequence
-        from .eval.evaluate import RunPredictions, evaluate_predictions
-        from .runner import run_pipeline
+        import numpy as np
+
+        from monst3r_framework.store import jsonable as _jsonable
+
+        from .datasets import list_sequences, read_sequence
+        from .evaluate import RunPredictions, evaluate_predictions
+        from monst3r_framework.runner import run_pipeline
 
         if pose_align not in _POSE_ALIGN:
             raise InputError(f"--pose-align {pose_align!r}: choose from {', '.join(_POSE_ALIGN)}")

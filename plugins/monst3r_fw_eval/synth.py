@@ -33,9 +33,9 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from .geometry import inv_rigid as _inv_rigid
+from monst3r_framework.geometry import inv_rigid as _inv_rigid
 
-from .errors import InputError
+from monst3r_framework.errors import InputError
 
 __all__ = ["SyntheticScene", "make_scene", "load_scene", "GT_FORMAT_VERSION"]
 
@@ -525,7 +525,7 @@ class SyntheticScene:
 
     def frameset(self):  # -> FrameSet (imported lazily to keep this module light)
         """The video as a :class:`~monst3r_framework.stages.FrameSet` at the scene's resolution."""
-        from .stages import FrameSet
+        from monst3r_framework.stages import FrameSet
 
         h, w = self.size_hw
         return FrameSet(
@@ -544,7 +544,7 @@ class SyntheticScene:
 
     def pair_predictions(self, pairs: Iterable[Sequence[int]], conf: float = 2.0):
         """Ground-truth :class:`~monst3r_framework.stages.PairPredictions` (conf constant ``conf``)."""
-        from .stages import PairPredictions
+        from monst3r_framework.stages import PairPredictions
 
         arr = self._pairs(pairs)
         pts_i = np.stack([self.points_in_cam(i, i) for i, _ in arr]) if len(arr) else np.zeros((0, *self.size_hw, 3), np.float32)
@@ -554,7 +554,7 @@ class SyntheticScene:
 
     def flow_field(self, pairs: Iterable[Sequence[int]]):
         """Exact :class:`~monst3r_framework.stages.FlowField` for the pairs, in both directions."""
-        from .stages import FlowField
+        from monst3r_framework.stages import FlowField
 
         arr = self._pairs(pairs)
         empty = np.zeros((0, *self.size_hw, 2), np.float32)

@@ -1,0 +1,16 @@
+"""Entry point of the ``monst3r_fw_cli`` group: adds this package's verbs to ``monst3r-fw``.
+
+Import-light: every ``monst3r-fw`` call imports this module, so it holds stdlib, typer and rich only.
+"""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``synth``, ``eval``, ``eval-suite``, ``demo`` and ``ablate``."""
+    from . import cli_demo, cli_eval
+
+    cli_eval.register(app)
+    cli_demo.register(app)

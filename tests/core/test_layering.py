@@ -1,0 +1,81 @@
+"""Layering, read from the source: core <- plugins <- evaluation / benchmarks.
+
+* ``monst3r_framework`` (the core) imports no plugin package, no ``monst3r_fw_eval``, no benchmarks;
+* plugin packages import the core, never ``monst3r_fw_eval`` (evaluation) nor benchmarks;
+* nothing shipped imports ``tests``.
+
+Every ``import`` and ``from ... import`` is read with ``ast``, including those inside functions
+(a lazy import is still a dependency).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+CORE = REPO_ROOT / "monst3r_framework"
+PLUGINS = REPO_ROOT / "plugins"
+EVAL = "monst3r_fw_eval"
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in a file; relative imports resolved."""
+    package = ".".join(path.relative_to(PLUGINS if PLUGINS in path.parents else REPO_ROOT).with_suffix("").parts[:-1])
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            out.append((node.lineno, name))
+    return out
+
+
+def _violations(files: list[Path], forbidden: tuple[str, ...]) -> list[str]:
+    bad = []
+    for path in files:
+        for line, name in imported_modules(path):
+            if any(name == f or name.startswith(f + ".") for f in forbidden):
+                bad.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {name}")
+    return bad
+
+
+def _plugin_packages() -> list[str]:
+    return sorted(p.name for p in PLUGINS.iterdir() if (p / "__init__.py").is_file())
+
+
+def test_core_imports_no_plugin_and_no_evaluation():
+    forbidden = tuple(_plugin_packages()) + ("benchmarks", "tests")
+    assert EVAL in forbidden and "monst3r_fw_reference" in forbidden
+    assert _violations(sorted(CORE.rglob("*.py")), forbidden) == []
+
+
+@pytest.mark.parametrize("package", [p for p in _plugin_packages() if p != EVAL])
+def test_plugins_import_neither_evaluation_nor_benchmarks(package):
+    files = sorted((PLUGINS / package).rglob("*.py"))
+    assert files
+    assert _violations(files, (EVAL, "benchmarks", "tests")) == []
+
+
+def test_evaluation_imports_no_benchmarks_or_tests():
+    assert _violations(sorted((PLUGINS / EVAL).rglob("*.py")), ("benchmarks", "tests")) == []
+
+
+def test_the_checker_sees_lazy_and_relative_imports():
+    """The test can fail: a lazy import inside a function and a relative import are both found."""
+    pkg = PLUGINS / "monst3r_fw_reference"
+    sample = pkg / "mask" / "flow_static.py"
+    names = [n for _, n in imported_modules(sample)]
+    assert "monst3r_fw_reference.geometry" in names      # from ..geometry import ...
+    assert "monst3r_framework.errors" in names
+    lazy = [n for _, n in imported_modules(pkg / "rotation_averaging.py")]
+    assert "scipy.sparse" in lazy                        # imported inside average_rotations
+    assert _violations([sample], ("monst3r_fw_reference",)) != []

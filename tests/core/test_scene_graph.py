@@ -69,3 +69,16 @@ def test_oneref_and_small_inputs():
 def test_unknown_graph_strings_list_valid_forms(bad):
     with pytest.raises(RecipeError, match="valid forms: complete, swin-K"):
         parse_scene_graph(bad)
+
+
+def test_pair_rows_forward_reversed_missing_and_duplicates():
+    from monst3r_framework.scene_graph import pair_rows
+
+    stored = np.array([(0, 1), (1, 2), (3, 1), (0, 1), (2, 1)])
+    rows, forward = pair_rows(stored, np.array([(0, 1), (1, 0), (1, 2), (2, 1), (1, 3), (4, 0), (5, 6)]))
+    # (0, 1): first of its two rows; (1, 0): read backwards; (2, 1) stored as is beats (1, 2) reversed
+    assert rows.tolist() == [0, 0, 1, 4, 2, -1, -1]
+    assert forward.tolist() == [True, False, True, True, False, False, False]
+    empty_rows, empty_fwd = pair_rows(np.zeros((0, 2)), np.array([(0, 1)]))
+    assert empty_rows.tolist() == [-1] and empty_fwd.tolist() == [False]
+    assert pair_rows(stored, np.zeros((0, 2)))[0].shape == (0,)

@@ -93,7 +93,7 @@ def run_reference(name: str, rgb: np.ndarray, workdir: Path, checkpoint: Path) -
 def main() -> None:
     import tempfile
 
-    from monst3r_framework.synth import make_scene
+    from monst3r_fw_eval.synth import make_scene
 
     checkpoint = REPO.parent / "shared" / Path(*CHECKPOINT)
     rgb = np.asarray(make_scene(n_frames=N_FRAMES, size_hw=SIZE_HW, seed=SEED, n_objects=1).rgb, np.uint8)

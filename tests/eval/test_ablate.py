@@ -8,7 +8,7 @@ from pathlib import Path
 from monst3r_framework.cli import main
 from monst3r_fw_eval.synth import make_scene
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1] / "core"  # toy.yaml and toy_plugin.py
 
 
 def test_ablate_reuses_common_stages_and_reports_metrics(tmp_path, monkeypatch, capsys):

@@ -17,10 +17,10 @@ from rich.table import Table
 
 from .errors import Monst3rFWError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="MonST3R as swappable stages: video -> depth, poses, intrinsics, dynamic masks, 4D points.")
-recipe_app = typer.Typer(no_args_is_help=True, help="Check, show and describe recipes.")
-store_app = typer.Typer(no_args_is_help=True, help="Look inside a run store.")
+recipe_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Check, show and describe recipes.")
+store_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Look inside a run store.")
 app.add_typer(recipe_app, name="recipe")
 app.add_typer(store_app, name="store")
 
@@ -37,17 +37,73 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "--debug", "-v", he
 # ------------------------------------------------------------------------------------------ helpers
 
 
+#: Seconds between plain progress lines when stderr is not a terminal (env MONST3R_FW_PROGRESS_SECONDS).
+PLAIN_PROGRESS_SECONDS = 10.0
+
+
+class _NoProgress:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
 @contextmanager
 def rich_progress() -> Iterator[Any]:
-    """A rich Progress shared by all stages; yields a progress_factory for RunContext."""
+    """A progress display shared by all stages; yields a progress_factory for RunContext.
+
+    On a terminal: rich bars. Otherwise (a log file, CI, a pipe): plain lines on stderr, one when a
+    step starts, then at most one every ``PLAIN_PROGRESS_SECONDS`` while it runs, and one when it
+    ends, e.g. ``[  42.1 s] flow triangulation: 12/40 (30%), 28.3 s``. Steps with nothing to do
+    (total 0) show nothing.
+    """
+    import os
+    import time
+
+    if not console.is_terminal:
+        interval = float(os.environ.get("MONST3R_FW_PROGRESS_SECONDS", PLAIN_PROGRESS_SECONDS))
+        origin = time.perf_counter()
+
+        def line(description: str, done: int, total: int, started: float, end: str = "") -> None:
+            now = time.perf_counter()
+            console.print(f"[{now - origin:7.1f} s] {description}: {done}/{total} ({100 * done // max(total, 1)}%), "
+                          f"{now - started:.1f} s{end}", markup=False, highlight=False, soft_wrap=True)
+
+        @contextmanager
+        def plain_factory(total: int, description: str) -> Iterator[Any]:
+            if total <= 0:
+                yield _NoProgress()
+                return
+            started = last = time.perf_counter()
+            state = {"done": 0, "last": last}
+            line(description, 0, total, started)
+
+            class Handle:
+                def advance(self, n: int = 1) -> None:
+                    state["done"] += n
+                    now = time.perf_counter()
+                    if now - state["last"] >= interval and state["done"] < total:
+                        state["last"] = now
+                        line(description, state["done"], total, started)
+
+            try:
+                yield Handle()
+            except BaseException:
+                line(description, min(state["done"], total), total, started, " (stopped)")
+                raise
+            line(description, total, total, started)
+
+        yield plain_factory
+        return
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-                        disable=not console.is_terminal)
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
 
     @contextmanager
     def factory(total: int, description: str) -> Iterator[Any]:
+        if total <= 0:  # nothing to do: no empty 0/0 bar
+            yield _NoProgress()
+            return
         task = progress.add_task(description, total=total)
 
         class Handle:
@@ -75,8 +131,10 @@ def timing_table(reports: list[Any], title: str = "stages") -> Table:
 
 
 def _log(msg: str) -> None:
-    if STATE["verbose"] or "reusing" in msg or "redoing" in msg:
-        console.print(f"[dim]{msg}[/dim]")
+    # in a log file (not a terminal) every finished stage gets a line too, beside the plain progress lines
+    finished = not console.is_terminal and (": computed " in msg or ": resumed " in msg)
+    if STATE["verbose"] or "reusing" in msg or "redoing" in msg or finished:
+        console.print(f"[dim]{msg}[/dim]", highlight=False, soft_wrap=True)
 
 
 def _overrides(set_: Optional[list[str]], **extra: Any) -> list[str]:
@@ -92,13 +150,15 @@ def _overrides(set_: Optional[list[str]], **extra: Any) -> list[str]:
 
 @app.command()
 def run(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/paper.yaml.")],
+    recipe: Annotated[Path, typer.Argument(help="Recipe name (paper, classical, ...: `monst3r-fw recipe list`) or YAML file.")],
     input: Annotated[str, typer.Argument(help="Video file (mp4, mov, avi, mkv, webm) or folder of images.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
     store: Annotated[Optional[str], typer.Option(help="Run store (path or URL). Default: OUT/store.zarr; share one between runs to reuse stages.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key, e.g. stages.global_aligner.flow_loss_weight=0 (repeatable).")] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="Pair-predictor weights (sets stages.pair_predictor.checkpoint; env MONST3R_CHECKPOINT).")] = None,
     num_frames: Annotated[Optional[int], typer.Option(help="Keep at most N frames.")] = None,
+    long_edge: Annotated[Optional[int], typer.Option(help="Network resolution: long edge in pixels (512 as the "
+                                                     "paper; 224 = the 224x224 model; sets input.long_edge).")] = None,
     stride: Annotated[Optional[int], typer.Option(help="Keep every k-th frame.")] = None,
     fps: Annotated[Optional[float], typer.Option(help="Resample the video to this frame rate first.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (default: the recipe's).")] = None,
@@ -107,7 +167,7 @@ def run(
     from .runner import run_pipeline
 
     overrides = _overrides(set_, **{"stages.pair_predictor.checkpoint": checkpoint, "input.num_frames": num_frames,
-                                    "input.stride": stride, "input.fps": fps})
+                                    "input.long_edge": long_edge, "input.stride": stride, "input.fps": fps})
     with rich_progress() as factory:
         result = run_pipeline(recipe, input, out, overrides=overrides, store=store, device=device,
                               progress_factory=factory, log=_log)
@@ -124,30 +184,26 @@ def plugins(
 
     registry = build_registry()
     for kind, entries in registry.by_kind().items():
-        table = Table(title=kind, show_lines=details)
-        table.add_column("type")
-        table.add_column("from")
-        if details:
-            table.add_column("config fields (type = default)")
+        # two columns, so that 80-column terminals and log files stay readable: the type, then where
+        # it comes from and (with --fields) one `name = default` line per config field
+        table = Table(title=kind, title_justify="left", show_lines=details, expand=False)
+        table.add_column("type", no_wrap=True)
+        table.add_column("from" + (" · config fields (= default)" if details else ""), overflow="fold")
         for entry in entries:
-            row = [entry.name, f"{entry.plugin} · {entry.distribution}\n{entry.module}"]
+            cell = f"{entry.plugin} · {entry.distribution}\n[dim]{entry.module}[/dim]"
             if details:
-                lines = []
-                for fname, finfo in entry.cls.config_model.model_fields.items():
-                    if fname == "type":
-                        continue
-                    ann = getattr(finfo.annotation, "__name__", None) or str(finfo.annotation).replace("typing.", "")
-                    lines.append(f"{fname}: {ann} = {finfo.default!r}")
-                row.append("\n".join(lines) or "-")
-            table.add_row(*row)
+                fields = [f"{fname} = {finfo.default!r}" for fname, finfo in entry.cls.config_model.model_fields.items()
+                          if fname != "type"]
+                cell += "\n" + ("\n".join(fields) if fields else "(no options)")
+            table.add_row(entry.name, cell)
         if not entries:
-            table.add_row("(none installed)", "", *([""] if details else []))
+            table.add_row("(none installed)", "")
         out_console.print(table)
 
 
 @recipe_app.command("check")
 def recipe_check(
-    recipes: Annotated[list[Path], typer.Argument(help="Recipe files.")],
+    recipes: Annotated[list[Path], typer.Argument(help="Recipe names or files.")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Overrides to apply before checking.")] = None,
 ) -> None:
     """Validate recipes against the installed stages (exit 2 on the first problem)."""
@@ -160,9 +216,32 @@ def recipe_check(
                           f"{', '.join(c.type for c in resolved.exporters) or 'none'}")  # type: ignore[attr-defined]
 
 
+@recipe_app.command("list")
+def recipe_list() -> None:
+    """Recipes usable by name (built-in and from plugins): name, what each extends, description."""
+    from .catalog import recipe_catalog
+    from .registry import build_registry
+
+    catalog = recipe_catalog(build_registry(), with_shadowed=True)
+    from_plugins = any(e.origin != "built-in" for e in catalog.values())
+    table = Table(title="recipes (monst3r-fw run NAME VIDEO; extends: NAME)", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("extends", no_wrap=True)
+    if from_plugins:
+        table.add_column("from", no_wrap=True)
+    table.add_column("description", overflow="fold", ratio=1)
+    for entry in catalog.values():
+        description, extends = entry.header()
+        if entry.shadowed_by:
+            description = f"(hidden by the {entry.shadowed_by} recipe of the same name) {description}"
+        row = [entry.name, extends or "-"] + ([entry.origin] if from_plugins else []) + [description or "-"]
+        table.add_row(*row)
+    out_console.print(table)
+
+
 @recipe_app.command("show")
 def recipe_show(
-    recipe: Annotated[Path, typer.Argument(help="Recipe file.")],
+    recipe: Annotated[Path, typer.Argument(help="Recipe name or file.")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Overrides to apply.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
 ) -> None:

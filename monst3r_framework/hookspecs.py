@@ -20,3 +20,8 @@ class Hooks:
     @hookspec
     def monst3r_fw_stage_committed(self, run_id: str, kind: StageKind, key: str, cached: bool) -> None:
         """Called after a stage's outputs are complete in the store (computed or reused)."""
+
+    @hookspec
+    def monst3r_fw_recipe_dirs(self) -> list[str]:
+        """Return folders of recipe YAML files this plugin ships, usable by name (file stem) in
+        ``monst3r-fw run NAME`` and ``extends: NAME``. Built-in names win over plugin names."""

@@ -3,7 +3,7 @@
 A recipe::
 
     schema: 1
-    extends: ../paper.yaml          # optional; path relative to this file
+    extends: paper                  # optional; a recipe name (monst3r-fw recipe list) or a path relative to this file
     plugins: [my_lab.flow_plugin]   # optional; modules to load as plugins
     input: {long_edge: 512, num_frames: null, stride: 1, fps: null}
     pairs: {scene_graph: swinstride-5-noncyclic, symmetrize: true}
@@ -67,7 +67,7 @@ class RecipeModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     schema_: int = Field(1, alias="schema", description="Recipe schema version.")
-    extends: Optional[str] = Field(None, description="Base recipe (path relative to this file) whose keys this one changes.")
+    extends: Optional[str] = Field(None, description="Base recipe whose keys this one changes: a path relative to this file, or a recipe name (`monst3r-fw recipe list`).")
     plugins: list[str] = Field(default_factory=list, description="Python modules to load as plugins for this recipe.")
     description: str = Field("", description="Free text shown by `recipe show`.")
     input: InputConfig = Field(default_factory=InputConfig)
@@ -128,7 +128,8 @@ class ResolvedRecipe:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
-        raise RecipeError(f"{path}: recipe file not found; check the path (recipes live in recipes/)")
+        raise RecipeError(f"{path}: recipe file not found; check the path, or pass a recipe name "
+                          "(`monst3r-fw recipe list`: paper, classical, ...)")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -167,8 +168,13 @@ def load_raw(path: Union[str, Path], _seen: Optional[list[Path]] = None) -> dict
     if base_ref is None:
         return data
     if not isinstance(base_ref, str):
-        raise RecipeError(f"{path}: extends: expected a file path, got {base_ref!r}")
-    base = load_raw((path.parent / base_ref), seen + [path])
+        raise RecipeError(f"{path}: extends: expected a file path or a recipe name, got {base_ref!r}")
+    base_path = path.parent / base_ref
+    if not base_path.is_file():  # not a file beside this one: a recipe name (paper, classical, ...)
+        from .catalog import find_recipe
+
+        base_path = find_recipe(base_ref) or base_path
+    base = load_raw(base_path, seen + [path])
     return merge(base, data)
 
 
@@ -332,8 +338,11 @@ def load_recipe(path: Union[str, Path], registry: Optional[Registry] = None, ove
                 load_entrypoints: bool = True) -> tuple[ResolvedRecipe, Registry]:
     """Load, merge, override and validate a recipe. Builds the registry (with the recipe's plugins)
     when none is given. Returns the resolved recipe and the registry used."""
+    from .catalog import find_recipe
     from .registry import build_registry
 
+    if not Path(path).expanduser().is_file():  # a recipe name: paper, classical, ...
+        path = find_recipe(path, registry, plugins=load_entrypoints or registry is not None) or path
     data = load_raw(path)
     data = apply_overrides(data, list(overrides or []))
     if registry is None:

@@ -4,6 +4,8 @@ Nothing is discovered at import time; :func:`build_registry` makes a fresh ``Plu
 Environment:
     MONST3R_FW_TRACE_HOOKS=1            print every hook call.
     MONST3R_FW_DISABLE_PLUGINS=a,b      skip entry points by name.
+    MONST3R_FW_PLUGINS=a,b              load only these entry points (the test suite sets ``reference``,
+                                        so whatever else is installed never leaks into tests).
 """
 
 from __future__ import annotations
@@ -119,9 +121,10 @@ def build_registry(load_entrypoints: bool = True, plugins: Iterable[Union[str, M
         pm.enable_tracing()
     origins: dict[str, str] = {}
     blocked = {n.strip() for n in os.environ.get("MONST3R_FW_DISABLE_PLUGINS", "").split(",") if n.strip()}
+    only = {n.strip() for n in os.environ.get("MONST3R_FW_PLUGINS", "").split(",") if n.strip()}
     if load_entrypoints:
         for ep in md.entry_points(group=PROJECT):
-            if ep.name in blocked or pm.get_plugin(ep.name) is not None:
+            if ep.name in blocked or (only and ep.name not in only) or pm.get_plugin(ep.name) is not None:
                 continue
             try:
                 module = ep.load()

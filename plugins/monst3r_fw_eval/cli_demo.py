@@ -10,18 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from monst3r_framework.errors import InputError, Monst3rFWError
-
-
-def recipes_dir() -> Path:
-    """The project's ``recipes/`` folder (next to the package in a source checkout)."""
-    import monst3r_framework
-
-    here = Path(monst3r_framework.__file__).resolve().parent
-    for candidate in (here.parent / "recipes", here / "recipes"):
-        if candidate.is_dir():
-            return candidate
-    raise Monst3rFWError("cannot find the recipes/ folder; run from a source checkout or pass a recipe path")
+from monst3r_framework.errors import InputError
 
 
 def resolve_scene_input(scene_or_input: Path) -> tuple[Path, Optional[Path]]:
@@ -73,18 +62,20 @@ def register(app: typer.Typer) -> None:
         size: Annotated[str, typer.Option(help="WxH of the synthetic scene (multiples of 16); the network runs at this size.")] = "256x144",
         seed: Annotated[int, typer.Option(help="Scene seed.")] = 0,
         objects: Annotated[int, typer.Option(help="Independently moving objects (0-3).")] = 1,
-        recipe: Annotated[Optional[Path], typer.Option(help="Recipe to run (default: recipes/classical.yaml).")] = None,
+        recipe: Annotated[str, typer.Option(help="Recipe name or file to run.")] = "classical",
         set_: Annotated[Optional[list[str]], typer.Option("--set", help="Recipe overrides.")] = None,
     ) -> None:
         """Synthesise a dynamic scene, run the weight-free classical recipe on it, and evaluate it."""
+        from monst3r_framework.catalog import resolve_recipe
         from monst3r_framework.runner import run_pipeline
+
         from .synth import make_scene
 
         try:
             w, h = (int(v) for v in size.lower().split("x"))
         except ValueError:
             raise InputError(f"--size {size!r}: expected WxH, e.g. 512x288") from None
-        recipe_path = recipe or recipes_dir() / "classical.yaml"
+        recipe_path = resolve_recipe(recipe)
         start = time.perf_counter()
         scene_dir = out / "scene"
         if not (scene_dir / "gt.npz").exists():

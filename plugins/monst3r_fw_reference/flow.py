@@ -14,8 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar, Literal, Optional
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from monst3r_framework.errors import StageError
@@ -121,6 +119,9 @@ def forward_backward_error(flow_fw: np.ndarray, flow_bw: np.ndarray, chunk: int 
         (P, H, W) float32; target pixels outside the image sample the border (the error is then
         large wherever the flows disagree, as it should be for pixels leaving the view).
     """
+    import torch
+    import torch.nn.functional as F
+
     p, h, w, _ = flow_fw.shape
     out = np.empty((p, h, w), np.float32)
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")

@@ -17,20 +17,22 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from monst3r_framework.errors import StageError
 from monst3r_framework.stages import PairInputs, PairPredictions, PairPredictor, RunContext, StageConfig
 
-from .network import load_model
-from .network.checkpoint import CHECKPOINT_ENV, DUST3R_CHECKPOINT_ENV
-from .network.model import Monst3rNetwork
+from .network.env import CHECKPOINT_ENV, DUST3R_CHECKPOINT_ENV
 
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+    from .network.model import Monst3rNetwork
+
+_AUTOCAST = {"bf16": "bfloat16", "fp16": "float16"}  # torch dtype names
 _OUTPUTS = ("pts3d_i", "pts3d_j", "conf_i", "conf_j")
 
 
@@ -56,11 +58,15 @@ class Dust3rPairConfig(Monst3rPairConfig):
 
 def images_to_network(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B, H, W, 3) uint8 RGB -> (B, 3, H, W) float32 in [-1, 1] on ``device`` (DUSt3R's ImgNorm)."""
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
     return (x.permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
 
 
 def _available_bytes(device: torch.device) -> int:
+    import torch
+
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
@@ -105,6 +111,8 @@ class MonST3RPairPredictor(PairPredictor):
     env_var: ClassVar[str] = CHECKPOINT_ENV
 
     def __init__(self, config: StageConfig, model: Optional[Monst3rNetwork] = None) -> None:
+        import torch
+
         super().__init__(config)
         self.model = model
         self.encoder_passes = 0
@@ -112,8 +120,12 @@ class MonST3RPairPredictor(PairPredictor):
 
     # ------------------------------------------------------------------ setup
     def setup(self, ctx: RunContext) -> None:
+        import torch
+
         self.device = torch.device(ctx.device)
         if self.model is None:
+            from .network import load_model
+
             self.model = load_model(self.config.checkpoint, self.device, env_var=self.env_var)
         else:
             self.model = self.model.to(self.device).eval()
@@ -121,8 +133,10 @@ class MonST3RPairPredictor(PairPredictor):
             ctx.log(f"{self.name}: dtype {self.config.dtype} ignored on {self.device.type} (autocast only on CUDA); using fp32")
 
     def _autocast(self):
+        import torch
+
         if self.device.type == "cuda" and self.config.dtype in _AUTOCAST:
-            return torch.autocast("cuda", dtype=_AUTOCAST[self.config.dtype])
+            return torch.autocast("cuda", dtype=getattr(torch, _AUTOCAST[self.config.dtype]))
         return nullcontext()
 
     # ------------------------------------------------------------------ output buffers
@@ -153,6 +167,8 @@ class MonST3RPairPredictor(PairPredictor):
 
     # ------------------------------------------------------------------ run
     def run(self, inputs: PairInputs, ctx: RunContext) -> PairPredictions:
+        import torch
+
         if self.model is None:
             self.setup(ctx)
         model = self.model
@@ -219,6 +235,8 @@ class MonST3RPairPredictor(PairPredictor):
     def _encode_frames(self, rgb: Any, needed: np.ndarray, bs: int, shape: torch.Tensor) -> "_FrameCache":
         """Encode each needed frame once; also precompute the per-frame part of both DPT heads
         when it fits in a quarter of the free memory (it is ~20% of the head's work)."""
+        import torch
+
         model = self.model
         row = np.full(int(needed.max()) + 1, -1, np.int64)
         row[needed] = np.arange(len(needed))

@@ -37,13 +37,11 @@ from pathlib import Path
 from typing import ClassVar, Literal, Optional, Sequence
 
 import numpy as np
-import torch
 from pydantic import Field, field_validator
 
 from monst3r_framework.errors import InputError, StageError
 from monst3r_framework.stages import CameraTrajectory, PairPredictions, PoseInputs, PoseSolver, RunContext, StageConfig
 
-from .geometry import estimate_focal_knowing_depth
 
 __all__ = [
     "PnPMSTConfig", "PnPMST", "edge_scores", "image_confidence", "weighted_procrustes", "pnp_world_from_cam",
@@ -98,6 +96,8 @@ def weighted_procrustes(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -
     Returns:
         s (float), R (3, 3) float64, T (3,) float64.
     """
+    import torch
+
     import roma
 
     x = np.asarray(src, np.float64).reshape(-1, 3)
@@ -170,6 +170,8 @@ def load_known_poses(path: str, n_frames: int) -> np.ndarray:
     Returns:
         (F, 4, 4) float64 cam-to-world.
     """
+    import torch
+
     p = Path(path).expanduser()
     if not p.is_file():
         raise InputError(f"pose_solver.known_poses: file not found: {p}; pass a .npz/.npy/.txt of camera-to-world poses")
@@ -505,6 +507,10 @@ class PnPMST(PoseSolver):
     def _estimate_focals(self, pred: PairPredictions, edges: Sequence[int], pp: tuple[float, float],
                          chunk: int = 16) -> np.ndarray:
         """Weiszfeld focal of each frame from the view-i pointmap of the given pair, batched."""
+        import torch
+
+        from .geometry import estimate_focal_knowing_depth
+
         out = np.empty(len(edges), np.float64)
         for s in range(0, len(edges), chunk):
             batch = torch.from_numpy(np.stack([np.asarray(pred.pts3d_i[k], np.float32) for k in edges[s:s + chunk]]))

@@ -30,6 +30,7 @@ import numpy as np
 from pydantic import Field
 
 from monst3r_framework.errors import InputError, StageError
+from monst3r_framework.scene_graph import pair_rows
 from monst3r_framework.stages import (
     FlowEstimator, FlowField, FlowInputs, PairInputs, PairPredictions, PairPredictor, RunContext, StageConfig,
 )
@@ -113,21 +114,15 @@ def _open_npz(path: Optional[str], kind: str) -> np.lib.npyio.NpzFile:
         raise InputError(f"stages.{kind}.path: cannot read {p} as npz ({exc}); write it with numpy.savez") from exc
 
 
-def _row_index(pairs: np.ndarray) -> dict[tuple[int, int], int]:
-    out: dict[tuple[int, int], int] = {}
-    for row, (i, j) in enumerate(np.asarray(pairs, np.int64).tolist()):
-        out.setdefault((i, j), row)
-    return out
-
-
-def _rows_for(needed: np.ndarray, index: dict[tuple[int, int], int], where: str, what: str) -> np.ndarray:
-    rows = np.empty(len(needed), np.int64)
-    for n, (i, j) in enumerate(np.asarray(needed, np.int64).tolist()):
-        row = index.get((i, j))
-        if row is None:
-            raise StageError(f"{where}: {what} ({i}, {j}) needed by the pair graph is missing from the file; "
-                             f"add it or change the recipe's pairs.scene_graph")
-        rows[n] = row
+def _rows_for(needed: np.ndarray, stored: np.ndarray, where: str, what: str) -> np.ndarray:
+    """Row of each needed directed pair (i, j) in the file's pairs, stored as is (first row if twice)."""
+    needed = np.asarray(needed, np.int64).reshape(-1, 2)
+    rows, forward = pair_rows(stored, needed)
+    bad = (rows < 0) | ~forward
+    if bad.any():
+        i, j = needed[int(np.argmax(bad))]
+        raise StageError(f"{where}: {what} ({i}, {j}) needed by the pair graph is missing from the file; "
+                         f"add it or change the recipe's pairs.scene_graph")
     return rows
 
 
@@ -150,7 +145,7 @@ class PrecomputedPairPredictor(PairPredictor):
             arrays = {k: data[k] for k in data.files if k in PAIR_KEYS}
             _check_pairs_arrays(arrays, where, inputs.frames.size_hw)
             needed = np.asarray(inputs.pairs, np.int64).reshape(-1, 2)
-            rows = _rows_for(needed, _row_index(arrays["pairs"]), where, "pair")
+            rows = _rows_for(needed, arrays["pairs"], where, "pair")
             return PairPredictions(
                 pairs=needed, pts3d_i=arrays["pts3d_i"][rows].astype(np.float32),
                 pts3d_j=arrays["pts3d_j"][rows].astype(np.float32),
@@ -177,9 +172,8 @@ class PrecomputedFlowEstimator(FlowEstimator):
             arrays = {k: data[k] for k in data.files if k in FLOW_KEYS}
             _check_flow_arrays(arrays, where, inputs.frames.size_hw)
             needed = np.asarray(inputs.pairs, np.int64).reshape(-1, 2)
-            index = _row_index(arrays["pairs"])
-            fwd = _rows_for(needed, index, where, "flow for pair")
-            bwd = _rows_for(needed[:, ::-1], index, where, "flow for pair")
+            fwd = _rows_for(needed, arrays["pairs"], where, "flow for pair")
+            bwd = _rows_for(needed[:, ::-1], arrays["pairs"], where, "flow for pair")
             flow = arrays["flow"]
             return FlowField(pairs=needed, flow_ij=flow[fwd].astype(np.float32), flow_ji=flow[bwd].astype(np.float32))
 

@@ -55,8 +55,6 @@ import math
 from typing import ClassVar, Literal, Optional
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from monst3r_framework.errors import StageError
@@ -115,6 +113,9 @@ def intrinsics_from_config(h: int, w: int, focal: Optional[float], fov_deg: floa
 
 def _sample(image: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
     """Bilinear lookup. image (B, H, W, C), xy (B, H, W, 2) pixels -> (B, H, W, C), border padding."""
+    import torch
+    import torch.nn.functional as F
+
     b, h, w, _ = image.shape
     grid = torch.stack((2.0 * xy[..., 0] / max(w - 1, 1) - 1.0, 2.0 * xy[..., 1] / max(h - 1, 1) - 1.0), -1)
     out = F.grid_sample(image.permute(0, 3, 1, 2), grid.to(image.dtype), align_corners=True, padding_mode="border")
@@ -135,6 +136,8 @@ def triangulate_on_rays(flow: torch.Tensor, fb_error: torch.Tensor, cam_b_from_c
         depth (B, H, W) float64 z-depth in camera a (clipped, finite), quality q (B, H, W) float64 in
         [0, 1] (see the module docstring), and the parallax angle (B, H, W) float64 in degrees.
     """
+    import torch
+
     dt = torch.float64
     b, h, w, _ = flow.shape
     fx, fy, cx, cy = float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2])
@@ -180,6 +183,8 @@ def triangulate_on_rays(flow: torch.Tensor, fb_error: torch.Tensor, cam_b_from_c
 
 def _fb_error(flow_fw: torch.Tensor, flow_bw: torch.Tensor) -> torch.Tensor:
     """(B, H, W) forward-backward error ``|f_fw(p) + f_bw(p + f_fw(p))|`` in pixels."""
+    import torch
+
     b, h, w, _ = flow_fw.shape
     ys, xs = torch.meshgrid(torch.arange(h, dtype=flow_fw.dtype), torch.arange(w, dtype=flow_fw.dtype), indexing="ij")
     target = torch.stack((xs, ys), -1) + flow_fw
@@ -209,6 +214,8 @@ class FlowTriangulation(PairPredictor):
         return intrinsics_from_config(h, w, self.config.focal, self.config.fov_deg)
 
     def run(self, inputs: PairInputs, ctx: RunContext) -> PairPredictions:
+        import torch
+
         cfg = self.config
         if inputs.flow is None:
             raise StageError("pair_predictor flow_triangulation: no flow was handed over; enable a flow_estimator "

@@ -14,6 +14,8 @@ from monst3r_framework.registry import build_registry
 from monst3r_framework.stages import STAGE_KINDS
 
 REPO = Path(__file__).resolve().parents[2]
+# the reference entry point only (tests/conftest.py sets MONST3R_FW_PLUGINS=reference): the docs
+# describe exactly these, whatever else is installed
 REGISTRY = build_registry(load_entrypoints=True)
 CLASSES = [e.cls for e in REGISTRY.entries.values()]
 

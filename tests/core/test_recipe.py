@@ -111,14 +111,14 @@ def test_duplicate_providers_name_both(monkeypatch):
     assert "acme_clone" in str(exc.value) and "toy_plugin" in str(exc.value) and "pose_solver 'toy_pose'" in str(exc.value)
 
 
-def test_reference_plugin_is_discovered_through_its_entry_point():
+def test_reference_plugin_is_discovered_through_its_entry_point(installed_plugins):
     registry = build_registry(load_entrypoints=True)
     plugins = {e.plugin for e in registry.entries.values()}
     assert plugins == {"reference"} or "reference" in plugins
     assert all(e.distribution.startswith("monst3r-fw") for e in registry.entries.values() if e.plugin == "reference")
 
 
-def test_disable_plugins_env_blocks_entry_points(monkeypatch):
+def test_disable_plugins_env_blocks_entry_points(monkeypatch, installed_plugins):
     monkeypatch.setenv("MONST3R_FW_DISABLE_PLUGINS", "reference")
     registry = build_registry(load_entrypoints=True)
     assert not any(e.plugin == "reference" for e in registry.entries.values())

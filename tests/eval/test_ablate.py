@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from monst3r_framework.cli import main
 from monst3r_fw_eval.synth import make_scene
+
+pytestmark = pytest.mark.slow  # several end-to-end runs
 
 HERE = Path(__file__).resolve().parents[1] / "core"  # toy.yaml and toy_plugin.py
 

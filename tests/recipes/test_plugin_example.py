@@ -78,7 +78,7 @@ def test_pyproject_declares_the_monst3r_fw_entry_point():
     assert not [p for p in EXAMPLE.rglob("*") if p.suffix in {".t7", ".pth", ".pt", ".safetensors", ".ckpt"}]
 
 
-def test_installed_entry_point_is_discovered_and_attributed_to_its_package(tmp_path, monkeypatch):
+def test_installed_entry_point_is_discovered_and_attributed_to_its_package(tmp_path, monkeypatch, installed_plugins):
     """What `pip install` writes (dist-info with entry_points.txt), generated from the pyproject."""
     project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
     dist = tmp_path / f"monst3r_fw_spynet-{project['version']}.dist-info"

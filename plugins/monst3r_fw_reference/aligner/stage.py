@@ -6,16 +6,11 @@ from contextlib import contextmanager
 from typing import ClassVar, Iterator, Optional
 
 import numpy as np
-import roma
-import torch
 
 from monst3r_framework.errors import StageError
 from monst3r_framework.stages import AlignerInputs, GlobalAligner, Reconstruction, RunContext
 
 from .config import MonST3RGAConfig
-from .data import FlowLookup, is_symmetric, load_problem
-from .optimize import LOSS_NAMES, AlignProblem, build_params, frame_conf, optimise
-from .params import SceneParams, cam_points, pixel_grid_flat
 
 
 def estimate_batched_bytes(n_frames: int, n_edges: int, size_hw: tuple[int, int], *, use_flow: bool,
@@ -35,6 +30,8 @@ def estimate_batched_bytes(n_frames: int, n_edges: int, size_hw: tuple[int, int]
 
 def _sim3_from_points(src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Weighted Umeyama (R (3,3), t (3,), s ()) with dst ~= s R src + t."""
+    import roma
+
     r, t, s = roma.rigid_points_registration(src.double(), dst.double(), weights=weight.double(), compute_scaling=True)
     return r, t, s
 
@@ -50,6 +47,10 @@ def _apply_sim3(c2w: np.ndarray, depth: np.ndarray, r: torch.Tensor, t: torch.Te
 
 def _world_points(c2w: np.ndarray, k: np.ndarray, depth: np.ndarray, step: int) -> torch.Tensor:
     """(F, M, 3) float64 world points of every ``step``-th pixel."""
+    import torch
+
+    from .params import cam_points, pixel_grid_flat
+
     f, h, w = depth.shape
     grid = pixel_grid_flat(h, w).double()
     sel = torch.arange(0, h * w, step)
@@ -62,6 +63,8 @@ def _world_points(c2w: np.ndarray, k: np.ndarray, depth: np.ndarray, step: int) 
 
 def _camera_anchor_points(c2w: np.ndarray, depth: np.ndarray) -> torch.Tensor:
     """(2F, 3) float64: camera centres and the points one median depth along each optical axis."""
+    import torch
+
     c = np.asarray(c2w, np.float64)
     med = np.median(np.asarray(depth, np.float64).reshape(len(c), -1), axis=1)
     ahead = c[:, :3, 3] + med[:, None] * c[:, :3, 2]
@@ -69,6 +72,8 @@ def _camera_anchor_points(c2w: np.ndarray, depth: np.ndarray) -> torch.Tensor:
 
 
 def _results(params: SceneParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    import torch
+
     h, w = params.size_hw
     with torch.no_grad():
         c2w = params.world_from_cam().double().numpy()
@@ -79,6 +84,8 @@ def _results(params: SceneParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @contextmanager
 def _threads(n: int) -> Iterator[None]:
+    import torch
+
     if n <= 0:
         yield
         return
@@ -109,6 +116,9 @@ class MonST3RGlobalAligner(GlobalAligner):
         return "batched" if need <= cfg.max_memory_gb * 2**30 or n_frames <= cfg.window_size else "windowed"
 
     def run(self, inputs: AlignerInputs, ctx: RunContext) -> Reconstruction:
+        from .data import FlowLookup, is_symmetric
+        from .optimize import LOSS_NAMES
+
         cfg = self.config
         if cfg.window_overlap >= cfg.window_size:
             raise StageError(
@@ -157,6 +167,9 @@ class MonST3RGlobalAligner(GlobalAligner):
     # ------------------------------------------------------------------------------------------
     def _batched(self, inputs, frame_ids, edge_rows, use_flow, lookup, symmetric, c2w0, k0, d0, ctx,
                  params_hook=None):
+        from .data import load_problem
+        from .optimize import frame_conf, optimise
+
         cfg = self.config
         problem = load_problem(
             inputs, frame_ids, edge_rows, use_flow=use_flow, lookup=lookup, symmetric=symmetric,
@@ -178,6 +191,10 @@ class MonST3RGlobalAligner(GlobalAligner):
         return starts
 
     def _windowed(self, inputs, pairs, use_flow, lookup, init_c2w, init_k, init_depth, ctx):
+        import torch
+
+        from .data import is_symmetric
+
         cfg = self.config
         n_frames = len(init_c2w)
         h, w = init_depth.shape[1:]

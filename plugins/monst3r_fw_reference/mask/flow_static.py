@@ -45,7 +45,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar, Literal, Optional
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from monst3r_framework.errors import StageError
@@ -55,7 +54,6 @@ from monst3r_framework.stages import (
     StageConfig,
 )
 
-from ..geometry import ego_flow, estimate_focal_knowing_depth, flow_consistency
 from ..pose import pnp_world_from_cam, principal_point
 
 __all__ = ["FlowStaticConfig", "FlowStaticMask", "flow_residual_maps", "STAGES"]
@@ -111,6 +109,8 @@ def _normalise_valid(err: torch.Tensor, valid: torch.Tensor, cfg: FlowStaticConf
     'minmax': min-max over the valid pixels; 'median': ``e / (e + median_scale * median_valid(e))``.
     Maps without valid pixels come back as zeros.
     """
+    import torch
+
     big = torch.finfo(err.dtype).max
     if cfg.normalisation == "minmax":
         lo = torch.where(valid, err, big).amin(dim=(1, 2), keepdim=True)
@@ -125,6 +125,8 @@ def _normalise_valid(err: torch.Tensor, valid: torch.Tensor, cfg: FlowStaticConf
 
 def _valid_pixels(f_12: torch.Tensor, f_21: torch.Tensor, fb_threshold_px: float) -> torch.Tensor:
     """(B, H, W) bool: flow (B, H, W, 2) target inside the image and forward-backward consistent."""
+    from ..geometry import flow_consistency
+
     inconsistency, in_bounds = flow_consistency(f_12.permute(0, 3, 1, 2), f_21.permute(0, 3, 1, 2))
     return (inconsistency[:, 0] < fb_threshold_px) & in_bounds[:, 0]
 
@@ -203,6 +205,8 @@ def _depth_in(world_from_cam: np.ndarray, pts_world: np.ndarray) -> np.ndarray:
 
 
 def _intrinsics(f: np.ndarray, pp: tuple[float, float]) -> torch.Tensor:
+    import torch
+
     k = torch.zeros((len(f), 3, 3), dtype=torch.float64)
     k[:, 0, 0] = k[:, 1, 1] = torch.as_tensor(f, dtype=torch.float64)
     k[:, 0, 2], k[:, 1, 2] = pp
@@ -219,6 +223,10 @@ def flow_residual_maps(
     Returns:
         (F, H, W) float32 in [0, 1]; frames in no pair get 0.
     """
+    import torch
+
+    from ..geometry import ego_flow, estimate_focal_knowing_depth
+
     ctx = ctx or RunContext()
     n = frames.n_frames
     h, w = frames.size_hw

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import ClassVar, Literal, Optional
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from monst3r_framework.errors import StageError
@@ -57,6 +56,8 @@ class SAM2Refine(MaskBuilder):
         return DynamicMasks(dynamic=np.asarray(flow_masks.dynamic) | refined, error=flow_masks.error, source="sam2")
 
     def _refine(self, rgb: np.ndarray, masks: np.ndarray, ctx: RunContext) -> np.ndarray:
+        import torch
+
         from PIL import Image
         from sam2.build_sam import build_sam2_video_predictor
 

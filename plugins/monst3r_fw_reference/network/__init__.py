@@ -9,23 +9,24 @@ See :mod:`.model` for the pieces (``encode``, ``decode_and_head``) used to cache
 
 from __future__ import annotations
 
-from .checkpoint import (
-    CHECKPOINT_ENV,
-    LoadedCheckpoint,
-    build_model,
-    convert_checkpoint,
-    load_model,
-    prepare_state_dict,
-    read_checkpoint,
-    resolve_checkpoint,
-    save_safetensors,
-)
-from .config import NetworkConfig, config_from_model_string, parse_model_string
-from .layers import RoPE2D, rope_angle_table
-from .model import AsymmetricCroCo3DStereo, Monst3rNetwork
+import importlib
+from typing import Any
 
-__all__ = [
-    "AsymmetricCroCo3DStereo", "CHECKPOINT_ENV", "LoadedCheckpoint", "Monst3rNetwork", "NetworkConfig", "RoPE2D",
-    "build_model", "config_from_model_string", "convert_checkpoint", "load_model", "parse_model_string",
-    "prepare_state_dict", "read_checkpoint", "resolve_checkpoint", "rope_angle_table", "save_safetensors",
-]
+from .env import CHECKPOINT_ENV, DUST3R_CHECKPOINT_ENV
+
+# Attributes load lazily (PEP 562), so that registering the pair predictor does not import torch.
+_EXPORTS = {
+    "LoadedCheckpoint": "checkpoint", "build_model": "checkpoint", "convert_checkpoint": "checkpoint",
+    "load_model": "checkpoint", "prepare_state_dict": "checkpoint", "read_checkpoint": "checkpoint",
+    "resolve_checkpoint": "checkpoint", "save_safetensors": "checkpoint",
+    "NetworkConfig": "config", "config_from_model_string": "config", "parse_model_string": "config",
+    "RoPE2D": "layers", "rope_angle_table": "layers",
+    "AsymmetricCroCo3DStereo": "model", "Monst3rNetwork": "model",
+}
+__all__ = sorted([*_EXPORTS, "CHECKPOINT_ENV", "DUST3R_CHECKPOINT_ENV"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

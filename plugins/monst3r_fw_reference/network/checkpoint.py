@@ -32,10 +32,9 @@ from torch import Tensor
 from monst3r_framework.errors import InputError
 
 from .config import NetworkConfig, config_from_model_string
+from .env import CHECKPOINT_ENV, DUST3R_CHECKPOINT_ENV
 from .model import Monst3rNetwork
 
-CHECKPOINT_ENV = "MONST3R_CHECKPOINT"
-DUST3R_CHECKPOINT_ENV = "DUST3R_CHECKPOINT"
 OFFICIAL_REPO = "https://github.com/Junyi42/monst3r"
 OFFICIAL_HF = "Junyi42/MonST3R_PO-TA-S-W_ViTLarge_BaseDecoder_512_dpt"
 DUST3R_REPO = "https://github.com/naver/dust3r"

@@ -29,3 +29,7 @@ class InputError(Monst3rFWError):
 
 class ShapeError(StageError):
     """An array crossing a stage boundary has the wrong shape or dtype."""
+
+
+class InputWarning(UserWarning):
+    """The input was usable but not all of it (e.g. a truncated video): the CLI prints one line."""

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
+import tempfile
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
-from .errors import InputError
+from .errors import InputError, InputWarning
 from .stages import FrameSet
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".avi", ".mkv", ".webm")
@@ -32,6 +36,12 @@ SQUARE_MODE = 224
 #: Frame rate assumed for image folders when none is given: timestamps are then the frame index,
 #: as in the official TUM trajectory export.
 DEFAULT_FOLDER_FPS = 1.0
+
+#: Environment variable raising (or, at 0, removing) the frame-size limit below.
+MAX_PIXELS_ENV = "MONST3R_FW_MAX_IMAGE_PIXELS"
+#: Largest frame (width x height) read without asking: Pillow's own decompression-bomb threshold
+#: (2 x ``PIL.Image.MAX_IMAGE_PIXELS``), about a 16000 x 11000 image.
+DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
 
 ProgressFn = Callable[[int, int], None]
 
@@ -233,39 +243,215 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(images, key=lambda p: natural_key(p.name))
 
 
-def _image_size_after_exif(path: Path) -> tuple[int, int]:
+# --------------------------------------------------------------------------------------------
+# Frame-size limit (decompression bombs)
+# --------------------------------------------------------------------------------------------
+
+
+def max_image_pixels() -> Optional[int]:
+    """The largest frame, in pixels, read without refusing; None when the limit is switched off.
+
+    ``$MONST3R_FW_MAX_IMAGE_PIXELS`` overrides :data:`DEFAULT_MAX_IMAGE_PIXELS`; ``0`` removes it.
+    """
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    if not raw:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    if not raw.isdigit():
+        raise InputError(f"{MAX_PIXELS_ENV}={raw!r}: expected a whole number of pixels, e.g. "
+                         f"{MAX_PIXELS_ENV}=400000000 (0 removes the limit)")
+    return int(raw) or None
+
+
+def check_frame_pixels(what: str, width: int, height: int) -> None:
+    """Refuse a frame larger than :func:`max_image_pixels`, before anything is decoded.
+
+    A tiny file can announce a huge image (a 60000 x 60000 PNG is a few kB on disk and 10 GB
+    decoded), so the size from the header is checked first.
+    """
+    limit = max_image_pixels()
+    if limit is None or width * height <= limit:
+        return
+    suggestion = 10 ** math.ceil(math.log10(width * height))
+    raise InputError(
+        f"{what}: a {width}x{height} frame ({width * height / 1e6:,.0f} megapixels) is over the "
+        f"{limit / 1e6:,.0f}-megapixel limit that guards against decompression bombs; if the file is "
+        f"genuine, raise the limit with {MAX_PIXELS_ENV}={suggestion} (0 removes it) or downscale the frames")
+
+
+def _open_image(path: Path) -> "PIL.Image.Image":  # noqa: F821
+    """``PIL.Image.open`` with Pillow's own bomb check replaced by :func:`check_frame_pixels`
+    (Pillow's error names neither the file nor a way to proceed)."""
     from PIL import Image, UnidentifiedImageError
 
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        with Image.open(path) as img:
-            w, h = img.size
-            orientation = img.getexif().get(0x0112, 1)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        kind = "the file is empty (0 bytes)" if path.stat().st_size == 0 else f"cannot be read ({exc})"
+        img = Image.open(path)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        size = path.stat().st_size if path.exists() else -1
+        kind = "the file is empty (0 bytes)" if size == 0 else f"cannot be read as an image ({exc})"
         raise InputError(f"input image {path}: {kind}; replace or remove it") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    try:
+        check_frame_pixels(f"input image {path}", *img.size)
+    except InputError:
+        img.close()
+        raise
+    return img
+
+
+# --------------------------------------------------------------------------------------------
+# Pixel formats
+# --------------------------------------------------------------------------------------------
+
+_MAX_16 = 65535.0
+_MAX_32 = float(2**31 - 1)
+
+
+def _grey_to_rgb8(grey: np.ndarray) -> np.ndarray:
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def _scale_to_u8(values: np.ndarray, full_scale: float) -> np.ndarray:
+    """Linear map [0, full_scale] -> [0, 255], rounded (so 65535 -> 255 and 32768 -> 128)."""
+    return np.rint(values.astype(np.float64) * (255.0 / full_scale)).clip(0, 255).astype(np.uint8)
+
+
+def image_to_rgb8(img: "PIL.Image.Image", where: str) -> "PIL.Image.Image":  # noqa: F821
+    """Any Pillow image -> 8-bit RGB, scaling high bit depths instead of clipping them.
+
+    * 8-bit modes (``RGB``, ``L``, ``P``/``PA`` palettes, ``CMYK``, ``YCbCr``, ``1``, and the alpha
+      modes ``RGBA``/``LA``) go through ``convert("RGB")`` exactly as the official loader does: alpha
+      is dropped, the colour under it kept; 16-bit RGB/RGBA PNGs already arrive here scaled to 8 bits.
+    * 16-bit greyscale (``I;16*``) is scaled by 255/65535 (``convert`` would clip every value above
+      255, reading a normal 16-bit frame as all white).
+    * 32-bit integers (``I``) are scaled by 255/65535 when every value fits 16 bits (how Pillow opens
+      16-bit PNG/PGM), else by 255/(2^31 - 1); negative values are refused.
+    * 32-bit float (``F``) must hold values in [0, 1] and is scaled by 255; anything else is refused
+      (there is no way to tell its range).
+
+    Raises:
+        InputError: a colour mode that cannot be mapped to RGB, or float/negative values as above.
+    """
+    from PIL import Image
+
+    mode = img.mode
+    if mode.startswith("I;16"):
+        grey = np.asarray(img).astype(np.uint16)
+        return Image.fromarray(_grey_to_rgb8(_scale_to_u8(grey, _MAX_16)))
+    if mode == "I":
+        grey = np.asarray(img, dtype=np.int64)
+        if grey.size and grey.min() < 0:
+            raise InputError(f"{where}: 32-bit integer image with negative values (min {grey.min()}); "
+                             "save the frames as 8- or 16-bit PNG")
+        full = _MAX_16 if not grey.size or grey.max() <= _MAX_16 else _MAX_32
+        return Image.fromarray(_grey_to_rgb8(_scale_to_u8(grey, full)))
+    if mode == "F":
+        grey = np.asarray(img, dtype=np.float64)
+        lo, hi = (float(np.min(grey)), float(np.max(grey))) if grey.size else (0.0, 0.0)
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo >= 0.0 and hi <= 1.0):
+            raise InputError(f"{where}: floating-point image with values in [{lo:g}, {hi:g}]; only [0, 1] can be "
+                             "read unambiguously: save the frames as 8- or 16-bit PNG")
+        return Image.fromarray(_grey_to_rgb8(_scale_to_u8(grey, 1.0)))
+    if mode == "RGB":
+        return img
+    try:
+        return img.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{where}: colour mode {mode} cannot be converted to RGB ({exc}); "
+                         "save the frames as 8-bit RGB PNG or JPEG") from None
+
+
+def _image_size_after_exif(path: Path) -> tuple[int, int]:
+    with _open_image(path) as img:
+        w, h = img.size
+        try:
+            orientation = img.getexif().get(0x0112, 1)
+        except Exception:  # a damaged EXIF block: Pillow raises many types; treat as no rotation
+            orientation = 1
     # Orientations 5-8 swap width and height (the official loader applies exif_transpose).
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 def _read_image(path: Path) -> "PIL.Image.Image":  # noqa: F821
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps
 
+    with _open_image(path) as img:
+        try:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise InputError(f"input image {path}: cannot be decoded ({exc}); replace or remove it") from None
+        return image_to_rgb8(img, f"input image {path}")
+
+
+# --------------------------------------------------------------------------------------------
+# Videos through OpenCV
+# --------------------------------------------------------------------------------------------
+
+
+def _needs_alias(path: Path) -> bool:
+    """OpenCV takes a UTF-8 C string: a name that is not UTF-8 crashes it, and FFmpeg reads ``%``
+    (image-sequence patterns) and ``proto:`` prefixes in names as syntax."""
+    text = str(path)
     try:
-        with Image.open(path) as img:
-            return ImageOps.exif_transpose(img).convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"input image {path}: cannot be decoded ({exc}); replace or remove it") from None
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return "%" in text or ":" in text
 
 
-def _open_video(path: Path):
+@contextmanager
+def _opencv_path(path: Path) -> Iterator[str]:
+    """A path OpenCV can open for ``path``: itself, or a symlink with a plain name in a temporary
+    folder when the real name is not safe to hand to OpenCV (see :func:`_needs_alias`)."""
+    if not _needs_alias(path):
+        yield str(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="monst3r-fw-video-") as tmp:
+        alias = os.path.join(tmp, "input" + (path.suffix.lower() if path.suffix.isascii() else ""))
+        try:
+            os.symlink(os.fsencode(path.absolute()), os.fsencode(alias))
+        except OSError as exc:
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+            raise InputError(f"input {shown}: OpenCV cannot open this file name (not UTF-8, or holding % or :) "
+                             f"and no alias could be made ({exc.strerror or exc}); rename the file") from None
+        yield alias
+
+
+@contextmanager
+def _open_video(path: Path) -> Iterator[Any]:
     import cv2
 
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        cap.release()
-        raise InputError(f"input {path}: cannot be opened as a video (corrupt or unsupported codec); "
-                         "re-encode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`")
-    return cap
+    with _opencv_path(path) as name:
+        cap = cv2.VideoCapture(name)
+        try:
+            if not cap.isOpened():
+                raise InputError(f"input {path}: cannot be opened as a video (corrupt or unsupported codec); "
+                                 "re-encode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`")
+            width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+            height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+            check_frame_pixels(f"input {path}", width, height)
+            yield cap
+        finally:
+            cap.release()
+
+
+def _bgr_to_rgb8(frame: np.ndarray) -> np.ndarray:
+    """A decoded OpenCV frame (grey, BGR or BGRA; 8 or 16 bit) -> (H, W, 3) uint8 RGB (16 bit scaled)."""
+    import cv2
+
+    if frame.dtype == np.uint16:
+        frame = _scale_to_u8(frame, _MAX_16)
+    elif frame.dtype != np.uint8:
+        raise InputError(f"video frames of type {frame.dtype} are not supported; re-encode to 8-bit, e.g. "
+                         "`ffmpeg -i IN -pix_fmt yuv420p OUT.mp4`")
+    if frame.ndim == 2 or frame.shape[-1] == 1:
+        return cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2RGB)
+    if frame.shape[-1] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
 def _video_meta(cap) -> tuple[Optional[float], int]:
@@ -291,8 +477,7 @@ def _iter_video(path: Path, start: int, step: int, num_frames: Optional[int], se
     """
     import cv2
 
-    cap = _open_video(path)
-    try:
+    with _open_video(path) as cap:
         kept = 0
         while num_frames is None or kept < num_frames:
             if not cap.grab():
@@ -305,12 +490,8 @@ def _iter_video(path: Path, start: int, step: int, num_frames: Optional[int], se
             if not ok or frame is None:
                 raise InputError(f"input {path}: frame {index} cannot be decoded (corrupt video); "
                                  "re-encode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`")
-            if frame.ndim == 2:
-                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
             kept += 1
-            yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    finally:
-        cap.release()
+            yield index, _bgr_to_rgb8(frame)
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,11 +604,8 @@ def _load_video(path: Path, *, long_edge: int, num_frames: Optional[int], stride
                 progress: Optional[ProgressFn]) -> FrameSet:
     from PIL import Image
 
-    cap = _open_video(path)
-    try:
+    with _open_video(path) as cap:
         source_fps, count_hint = _video_meta(cap)
-    finally:
-        cap.release()
     step = frame_interval(source_fps, fps, stride)
     expected = _expected_count(count_hint, start_frame, step, num_frames)
 
@@ -449,12 +627,21 @@ def _load_video(path: Path, *, long_edge: int, num_frames: Optional[int], stride
         if progress is not None:
             progress(k + 1, max(expected, k + 1))
     n_kept = len(indices)
+    # The decoder stopped before the container's announced frame count (and not because
+    # num_frames was reached): the file is truncated or damaged past that point.
+    truncated = (num_frames is None or n_kept < num_frames) and count_hint > seen[0]
     if n_kept < 2:
         # Fewer than 2 kept frames means the whole video was scanned, so seen[0] is its length.
-        if seen[0] == 0:
-            raise InputError(f"input {path}: no frame can be decoded (corrupt or truncated video); "
-                             "re-encode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`")
+        if seen[0] == 0 or truncated:
+            raise InputError(f"input {path}: only {seen[0]} of the {count_hint or '?'} frames the file announces "
+                             "can be decoded (corrupt or truncated video); re-encode it, e.g. "
+                             "`ffmpeg -i IN -c:v libx264 OUT.mp4`")
         raise _too_few(path, seen[0], n_kept, start_frame, step, num_frames)
+    if truncated:
+        warnings.warn(InputWarning(
+            f"input {path}: only {seen[0]} of the {count_hint} frames the file announces could be decoded "
+            f"(truncated or corrupt video); using the {n_kept} frames selected from those. Re-encode or re-download "
+            "the video to use all of it"), stacklevel=2)
     assert plan is not None
     frame_index = np.asarray(indices, np.int64)
     rate = source_fps if source_fps is not None else DEFAULT_FOLDER_FPS

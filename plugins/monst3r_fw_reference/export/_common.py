@@ -195,8 +195,17 @@ def write_png(path: Path, image: np.ndarray) -> None:
     arr = np.ascontiguousarray(image)
     if arr.ndim == 3:
         arr = np.ascontiguousarray(arr[..., ::-1])  # OpenCV writes BGR
-    if not cv2.imwrite(str(path), arr):
-        raise StageError(f"could not write {path}; check that the folder is writable and has free space")
+    # Encode in memory and write with Python: OpenCV's own file functions take a UTF-8 C string
+    # and crash on a path that is not UTF-8 (any --out a user may choose).
+    ok, encoded = cv2.imencode(".png", arr)
+    if not ok:
+        raise StageError(f"could not encode {path} as PNG (array {arr.shape} {arr.dtype})")
+    try:
+        with open(path, "wb") as fh:
+            fh.write(encoded.tobytes())
+    except OSError as exc:
+        raise StageError(f"could not write {path} ({exc.strerror or exc}); check that the folder is writable "
+                         "and has free space") from None
 
 
 def relative_files(root: Path) -> tuple[str, ...]:

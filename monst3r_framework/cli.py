@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
@@ -15,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import Monst3rFWError
+from .errors import InputWarning, Monst3rFWError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="MonST3R as swappable stages: video -> depth, poses, intrinsics, dynamic masks, 4D points.")
@@ -164,7 +165,11 @@ def run(
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (default: the recipe's).")] = None,
 ) -> None:
     """Run a recipe on a video or image folder."""
+    from .recipe import check_device
     from .runner import run_pipeline
+
+    if device is not None:
+        device = check_device(device, "--device")
 
     overrides = _overrides(set_, **{"stages.pair_predictor.checkpoint": checkpoint, "input.num_frames": num_frames,
                                     "input.long_edge": long_edge, "input.stride": stride, "input.fps": fps})
@@ -420,16 +425,39 @@ def register_cli_plugins(target: typer.Typer, load_entrypoints: bool = True) -> 
 register_cli_plugins(app)
 
 
+def _printable(text: str) -> str:
+    """Message text for rich: markup-like brackets escaped, and the lone surrogates that stand for the
+    bytes of a non-UTF-8 path shown as ``\\xNN`` (printing them would raise)."""
+    from rich.markup import escape
+
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "backslashreplace")
+    return escape(raw.decode("utf-8", "backslashreplace"))
+
+
+def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: Optional[str] = None) -> None:
+    if issubclass(category, InputWarning):
+        console.print(f"[yellow]warning:[/yellow] {_printable(str(message))}", soft_wrap=True, highlight=False)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point: one-line errors, exit 2 for user errors."""
+    warnings.showwarning = _show_warning
     try:
         app(args=argv, standalone_mode=False)
     except Monst3rFWError as exc:
         if STATE["verbose"]:
             console.print_exception()
-        from rich.markup import escape  # messages may hold brackets, e.g. pip install 'monst3r-fw[ray]'
-
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        # _printable escapes markup: messages may hold brackets, e.g. pip install 'monst3r-fw[ray]'
+        console.print(f"[red]error:[/red] {_printable(str(exc))}", soft_wrap=True, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted: completed stages are kept in the store; rerun the same command to resume")
@@ -446,7 +474,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         if STATE["verbose"]:
             console.print_exception()
         else:
-            console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)",
+            console.print(f"[red]internal error:[/red] {type(exc).__name__}: {_printable(str(exc))} (rerun with --verbose for the traceback)",
                           soft_wrap=True, highlight=False)
         sys.exit(1)
 

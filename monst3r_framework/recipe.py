@@ -28,6 +28,7 @@ import copy
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -40,6 +41,19 @@ from .registry import Registry
 from .stages import OPTIONAL_KINDS, STAGE_KINDS, StageConfig
 
 SINGLE_KINDS: tuple[str, ...] = tuple(k for k in STAGE_KINDS if k != "exporter")
+#: The recipe schema versions this code reads.
+SUPPORTED_SCHEMAS: tuple[int, ...] = (1,)
+#: ``device:`` / ``--device`` values: auto, cpu, cuda, cuda:N, mps.
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(value: Any, where: str) -> str:
+    """``value`` if it names a device (auto | cpu | cuda | cuda:N | mps), else a RecipeError naming ``where``."""
+    if isinstance(value, str) and DEVICE_PATTERN.fullmatch(value.strip()):
+        return value.strip()
+    close = difflib.get_close_matches(str(value), ["auto", "cpu", "cuda", "cuda:0", "mps"], n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise RecipeError(f"{where}: unknown device {value!r}; use auto, cpu, cuda, cuda:N (N = GPU index) or mps.{hint}")
 
 
 class InputConfig(BaseModel):
@@ -126,12 +140,55 @@ class ResolvedRecipe:
 # ------------------------------------------------------------------------------------------------
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (plain YAML keeps the
+    last one silently, so a recipe could say ``iterations: 300`` and run with another value).
+    Keys brought in by a ``<<:`` merge may still be overridden, as YAML intends."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: construct_mapping below reports it
+            continue
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first written on line {first + 1}); keep only one",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def safe_load_strict(text: str) -> Any:
+    """``yaml.safe_load`` refusing duplicate keys (see :class:`_StrictLoader`)."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise RecipeError(f"{path}: recipe file not found; check the path, or pass a recipe name "
                           "(`monst3r-fw recipe list`: paper, classical, ...)")
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.yaml"))[:3]
+        example = f" such as {path / inside[0]}" if inside else ", e.g. recipes/paper.yaml"
+        raise RecipeError(f"{path}: is a folder, not a recipe file; pass one recipe YAML file{example}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start}); a recipe is a YAML text file, "
+                          "save it as UTF-8") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions") from None
+    try:
+        data = safe_load_strict(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -187,7 +244,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not parts:
         raise RecipeError(f"--set {text!r}: empty key path")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load_strict(raw) if raw.strip() else ""
+    except yaml.constructor.ConstructorError as exc:
+        raise RecipeError(f"--set {text!r}: {exc.problem}") from None
     except yaml.YAMLError:
         value = raw
     return parts, value
@@ -284,6 +343,15 @@ def _validate_stage(source: str, where: str, kind: str, node: Any, registry: Reg
 
 def resolve(data: dict[str, Any], registry: Registry, source: str = "<recipe>") -> ResolvedRecipe:
     """Validate merged recipe data against the schema and the installed stage configs."""
+    schema = data.get("schema", SUPPORTED_SCHEMAS[-1])
+    if type(schema) is int and schema not in SUPPORTED_SCHEMAS:
+        newer = schema > max(SUPPORTED_SCHEMAS)
+        raise RecipeError(
+            f"{source}: schema: version {schema} is not supported (this monst3r-fw reads schema "
+            f"{', '.join(map(str, SUPPORTED_SCHEMAS))}); "
+            + ("upgrade monst3r-fw to run it, or rewrite it for schema 1" if newer else "set schema: 1"))
+    if "device" in data:
+        check_device(data["device"], f"{source}: device")
     try:
         model = RecipeModel.model_validate(data)
     except ValidationError as exc:

@@ -39,10 +39,34 @@ PAIR_KEYS: tuple[str, ...] = ("pairs", "pts3d_i", "pts3d_j", "conf_i", "conf_j")
 FLOW_KEYS: tuple[str, ...] = ("pairs", "flow")
 
 
+def check_pair_indices(pairs: np.ndarray, where: str, key: str = "pairs") -> np.ndarray:
+    """(P, 2) frame indices as int64, refusing values that are not whole numbers.
+
+    ``np.asarray(x, np.int64)`` would silently truncate 2.7 to 2 and pair the wrong frames; float
+    arrays are accepted only when every value is integral (1.0, 2.0).
+
+    Raises:
+        InputError: naming the first offending value and how to save the indices.
+    """
+    pairs = np.asarray(pairs)
+    if pairs.dtype.kind in "iu":
+        return pairs.astype(np.int64, copy=False)
+    if pairs.dtype.kind == "f":
+        bad = ~np.isfinite(pairs) | (pairs != np.round(pairs))
+        if not bad.any():
+            return pairs.astype(np.int64)
+        first = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise InputError(f"{where}: '{key}' holds {pairs.dtype} frame indices that are not whole numbers "
+                         f"(e.g. {float(pairs[first])!r} at {key}{list(first)}); frame indices must be integers: "
+                         f"save them with {key}=np.asarray(..., np.int64)")
+    raise InputError(f"{where}: '{key}' has dtype {pairs.dtype}; frame indices must be integers: save them with "
+                     f"{key}=np.asarray(..., np.int64)")
+
+
 def write_pairs_npz(path: str | Path, pairs: np.ndarray, pts3d_i: np.ndarray, pts3d_j: np.ndarray,
                     conf_i: np.ndarray, conf_j: np.ndarray, compressed: bool = False) -> Path:
     """Write a pairs file (layout in the module docstring); returns the path."""
-    arrays = dict(pairs=np.asarray(pairs, np.int64), pts3d_i=np.asarray(pts3d_i, np.float32),
+    arrays = dict(pairs=check_pair_indices(pairs, str(path)), pts3d_i=np.asarray(pts3d_i, np.float32),
                   pts3d_j=np.asarray(pts3d_j, np.float32), conf_i=np.asarray(conf_i, np.float32),
                   conf_j=np.asarray(conf_j, np.float32))
     _check_pairs_arrays(arrays, str(path))
@@ -53,7 +77,7 @@ def write_pairs_npz(path: str | Path, pairs: np.ndarray, pts3d_i: np.ndarray, pt
 
 def write_flow_npz(path: str | Path, pairs: np.ndarray, flow: np.ndarray, compressed: bool = False) -> Path:
     """Write a flow file (layout in the module docstring); returns the path."""
-    arrays = dict(pairs=np.asarray(pairs, np.int64), flow=np.asarray(flow, np.float32))
+    arrays = dict(pairs=check_pair_indices(pairs, str(path)), flow=np.asarray(flow, np.float32))
     _check_flow_arrays(arrays, str(path))
     path = Path(path)
     (np.savez_compressed if compressed else np.savez)(path, **arrays)
@@ -81,6 +105,7 @@ def _check_pairs_arrays(arrays: dict, where: str, size_hw: Optional[tuple[int, i
     pairs = arrays["pairs"]
     if pairs.ndim != 2 or pairs.shape[1] != 2:
         raise InputError(f"{where}: 'pairs' has shape {pairs.shape}, expected (P, 2)")
+    arrays["pairs"] = check_pair_indices(pairs, where)
     p = len(pairs)
     h, w = size_hw if size_hw is not None else tuple(arrays["pts3d_i"].shape[1:3])
     for key, shape in (("pts3d_i", (p, h, w, 3)), ("pts3d_j", (p, h, w, 3)), ("conf_i", (p, h, w)), ("conf_j", (p, h, w))):
@@ -96,6 +121,7 @@ def _check_flow_arrays(arrays: dict, where: str, size_hw: Optional[tuple[int, in
     pairs = arrays["pairs"]
     if pairs.ndim != 2 or pairs.shape[1] != 2:
         raise InputError(f"{where}: 'pairs' has shape {pairs.shape}, expected (P, 2)")
+    arrays["pairs"] = check_pair_indices(pairs, where)
     h, w = size_hw if size_hw is not None else tuple(arrays["flow"].shape[1:3])
     if tuple(arrays["flow"].shape) != (len(pairs), h, w, 2):
         raise InputError(f"{where}: 'flow' has shape {tuple(arrays['flow'].shape)}, expected {(len(pairs), h, w, 2)} "

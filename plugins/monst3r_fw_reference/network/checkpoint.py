@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,19 +91,9 @@ class LoadedCheckpoint:
 
 
 def _torch_load_safely(path: Path) -> Any:
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f"the pickled global {found.group(1)}" if found else "a pickled object"
-        raise InputError(
-            f"checkpoint {path}: refusing to load it: it contains {what}, and only tensors and "
-            "argparse.Namespace are allowed (unpickling anything else can run arbitrary code). If you trust "
-            "the file, convert it to model.safetensors + config.json in a separate, trusted environment"
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise InputError(f"checkpoint {path}: cannot read it as a torch checkpoint ({str(exc).splitlines()[0]})") from exc
+    from ..safe_load import load_weights_only
+
+    return load_weights_only(path, allowed=[argparse.Namespace], what="checkpoint", hint=weights_hint())
 
 
 def _config_from_json(data: Mapping[str, Any], where: str) -> NetworkConfig:

@@ -8,7 +8,6 @@ read with ``torch.load(weights_only=True)`` only, so no pickled code ever runs.
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -16,6 +15,7 @@ import torch
 
 from monst3r_framework.errors import InputError
 
+from ..safe_load import load_weights_only
 from .config import SeaRaftConfig
 from .model import SeaRaft
 
@@ -58,14 +58,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"SEA-RAFT checkpoint not found: {path}; {WEIGHTS_HINT}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"SEA-RAFT checkpoint {path}: cannot be read with torch.load(weights_only=True) ({first}); "
-            f"expected a plain state dict such as {SPRING_M_FILENAME}"
-        ) from exc
+    obj = load_weights_only(path, what="SEA-RAFT checkpoint", error=CheckpointError,
+                            hint=f"expected a plain state dict such as {SPRING_M_FILENAME}; {WEIGHTS_HINT}")
     if not isinstance(obj, Mapping) or not obj or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
     ):

@@ -674,7 +674,8 @@ def video_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
         digest.update(b"monst3r-fw image folder v1\0")
         files: Sequence[Path] = list_images(path)
         for p in files:
-            digest.update(p.name.encode("utf-8") + b"\0" + str(p.stat().st_size).encode() + b"\0")
+            # os.fsencode: the name's bytes on disk (equal to UTF-8 for UTF-8 names), any name
+            digest.update(os.fsencode(p.name) + b"\0" + str(p.stat().st_size).encode() + b"\0")
             _hash_file(digest, p, chunk_bytes)
     else:
         _hash_file(digest, path, chunk_bytes)

@@ -2,7 +2,8 @@
 
 The promise every bad situation must keep (issue 13, ``docs/reliability.md``):
 
-* exactly one line on stderr, starting ``error:``, naming the problem and the fix;
+* exactly one line on stderr starting ``error:``, the last one, naming the problem and the fix
+  (progress and stage log lines of the work done before the failure may precede it);
 * a non-zero exit status (2 for user errors, 130 / 143 for Ctrl-C / SIGTERM);
 * no traceback anywhere in the output;
 * nothing of the user's lost: every file under the input and ``--out`` that existed before the
@@ -87,10 +88,16 @@ class CliResult:
             assert "Traceback" not in stream, f"traceback in the output\n{text}"
             assert "internal error" not in stream, f"an internal error, not a user error\n{text}"
         lines = self.stderr_lines
-        assert len(lines) == 1, f"expected exactly one line on stderr, got {len(lines)}\n{text}"
-        line = lines[0]
+        assert lines, f"expected one line on stderr, got none\n{text}"
+        # Progress and per-stage log lines of the work done before the failure may precede it;
+        # the error itself is exactly one line, the last one.
+        line = lines[-1]
         if prefix:
-            assert line.startswith(prefix), f"the line should start with {prefix!r}\n{text}"
+            assert line.startswith(prefix), f"the last line should start with {prefix!r}\n{text}"
+            n = sum(1 for other in lines if other.startswith(prefix))
+            assert n == 1, f"expected exactly one line on stderr starting {prefix!r}, got {n}\n{text}"
+        else:
+            assert len(lines) == 1, f"expected exactly one line on stderr, got {len(lines)}\n{text}"
         for needle in needles:
             assert needle in line, f"{needle!r} missing from the message\n{text}"
         return line

@@ -32,7 +32,8 @@ def test_snapshot_catches_a_changed_a_lost_and_a_non_utf8_file(tmp_path):
 @pytest.mark.parametrize("result, problem", [
     (CliResult(["x"], 0, "", ""), "succeeded"),
     (CliResult(["x"], 1, "", "error: bad input; fix it\n"), "expected exit 2"),
-    (CliResult(["x"], 2, "", "error: bad input; fix it\nmore\n"), "exactly one line"),
+    (CliResult(["x"], 2, "", "error: bad input; fix it\nmore\n"), "last line should start"),
+    (CliResult(["x"], 2, "", "error: one; fix it\nerror: two; fix it\n"), "exactly one line"),
     (CliResult(["x"], 2, "", "Traceback (most recent call last):\n"), "traceback"),
     (CliResult(["x"], 2, "", "internal error: KeyError: 'x'\n"), "internal error"),
     (CliResult(["x"], 2, "", "error: something\n"), "missing from the message"),

@@ -234,6 +234,18 @@ def test_truncated_video_warns_with_frames_decoded(tmp_path):
     np.testing.assert_array_equal(frames.frame_index, np.arange(n))
 
 
+def test_truncated_video_warning_is_one_line_in_the_cli(tmp_path, toy_recipe):
+    cut, announced = _truncated_avi(tmp_path)
+    before = snapshot(cut)
+    result = run_cli("run", toy_recipe, cut, "--out", tmp_path / "out")
+    result.assert_ok()
+    warned = [line for line in result.stderr_lines if line.startswith("warning:")]
+    assert len(warned) == 1, result.describe()
+    assert "cut.avi: only" in warned[0] and f"of the {announced} frames the file announces" in warned[0]
+    assert "InputWarning" not in result.stderr and "warnings.warn" not in result.stderr
+    assert_unchanged(before)
+
+
 def test_complete_video_does_not_warn(tiny_video):
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputWarning)
@@ -277,3 +289,20 @@ def test_non_utf8_input_and_out_paths_never_segfault(tmp_path, tiny_video, toy_r
     with open(os.path.join(depth_dir, pngs[0]), "rb") as fh:
         depth = cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_UNCHANGED)
     assert depth.dtype == np.uint16 and depth.max() > 0
+
+
+def test_image_folder_with_non_utf8_names(tmp_path):
+    """Frames named in Latin-1 (an old archive): read in natural order, fingerprinted, no crash."""
+    from monst3r_framework.video import video_sha256
+
+    folder = os.path.join(os.fsencode(tmp_path), b"caf\xe9")
+    os.mkdir(folder)
+    for i in (2, 10, 1):
+        Image.fromarray(np.full((H, W, 3), 20 * i, np.uint8)).save(os.path.join(folder, b"fr\xe9_%d.png" % i))
+    frames = load_frames(os.fsdecode(folder), long_edge=IDENTITY_EDGE)
+    np.testing.assert_array_equal(np.asarray(frames.rgb)[:, 0, 0, 0], [20, 40, 200])
+    first = video_sha256(os.fsdecode(folder))
+    with open(os.path.join(folder, b"fr\xe9_2.png"), "r+b") as fh:
+        fh.seek(-20, os.SEEK_END)
+        fh.write(b"\0")
+    assert video_sha256(os.fsdecode(folder)) != first

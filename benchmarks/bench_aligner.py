@@ -10,11 +10,18 @@ Sections (each prints a table; run one at a time on a busy machine):
   multiplicative depth noise, a random scale per edge (log-uniform in [1/2, 2]) and GT flow;
   rows with the flow / smoothness terms on and off (any config via --configs JSON list).
 * ``windowed``: batched vs windowed on the same synthetic inputs (ATE, time, peak RSS).
+* ``solver``: Adam-300 against ``solver: gauss_newton`` on the accuracy inputs (calibrated
+  confidence, 2% depth noise plus a 2% smooth per-edge depth warp, random edge scales, exact flow;
+  1 or 2 moving objects): final objective (the same official objective evaluated at both results),
+  time to reach Adam-300's objective, wall time, peak RSS, ATE, AbsRel. Each run is its own
+  subprocess (own peak RSS); ``--adam-iters N`` times N Adam steps and extrapolates to 300 (then
+  Adam's objective/ATE are not reported).
 
 Examples:
     python benchmarks/bench_aligner.py speed --frames 10 30 60 120 --size 128 224 --iters 12
     python benchmarks/bench_aligner.py accuracy --frames 30 --size 128 224
     python benchmarks/bench_aligner.py windowed --frames 30 60 120 --size 64 112
+    python benchmarks/bench_aligner.py solver --frames 30 60 --size 144 256 --objects 1 2
 """
 
 from __future__ import annotations
@@ -193,7 +200,105 @@ def cmd_windowed(args) -> None:
                   f"peak RSS {r['peak_rss_mb']:.0f} MB (inputs+scene before the stage: {r['rss_before_mb']:.0f} MB)", flush=True)
 
 
+def _solver_one(frames: int, h: int, w: int, objects: int, solver: str, cfg_json: str, adam_iters: int,
+                target: float, threads: int) -> dict:
+    import torch
+    from monst3r_framework.synth import make_scene
+    from monst3r_fw_reference.aligner.config import MonST3RGAConfig
+    from monst3r_fw_reference.aligner.data import FlowLookup, load_problem
+    from monst3r_fw_reference.aligner.gauss_newton import GaussNewtonSolver
+    from monst3r_fw_reference.aligner.optimize import Objective, build_params, optimise
+    from monst3r_fw_reference.aligner.testing import ate_percent, depth_abs_rel, make_case, swinstride_pairs
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    scene = make_scene(n_frames=frames, size_hw=(h, w), seed=0, n_objects=objects, supersample=1)
+    case = make_case(scene, swinstride_pairs(frames), seed=0, conf="calibrated", depth_noise=0.02, depth_warp=0.02)
+    inp = case.inputs
+    pairs = np.asarray(inp.predictions.pairs)
+    prob = load_problem(inp, np.arange(frames), np.arange(len(pairs)), use_flow=True, lookup=FlowLookup(pairs),
+                        symmetric=True, world_from_cam=inp.init.world_from_cam, intrinsics=inp.init.intrinsics,
+                        depth=inp.init.depth)
+    extra = json.loads(cfg_json)
+    cfg = MonST3RGAConfig(solver=solver, **extra)
+    rss0 = _peak_rss_mb()
+    t0 = time.perf_counter()
+    params = build_params(prob, cfg)
+    out: dict = dict(frames=frames, hw=f"{h}x{w}", objects=objects, solver=solver, pairs=int(len(pairs)),
+                     threads=torch.get_num_threads(), cfg=extra)
+    if solver == "adam" and adam_iters and adam_iters < cfg.iterations:
+        # time a few steps before and after the flow start, extrapolate to the full schedule
+        obj = Objective(prob, params, cfg, cfg.iterations)
+        opt = torch.optim.Adam([t for t in params.parameters() if t.requires_grad], lr=cfg.lr, betas=(0.9, 0.9))
+        def step(it: int) -> float:
+            t = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss, _ = obj(it)
+            loss.backward()
+            opt.step()
+            return time.perf_counter() - t
+        step(0)
+        pre = float(np.median([step(1) for _ in range(adam_iters)]))
+        post = float(np.median([step(cfg.iterations - 1) for _ in range(adam_iters)]))
+        n_pre = int(cfg.iterations * cfg.flow_loss_start)
+        out.update(seconds=n_pre * pre + (cfg.iterations - n_pre) * post, extrapolated=True, s_per_it=[pre, post])
+        out["peak_rss_mb"] = _peak_rss_mb()
+        return out
+    if solver == "gauss_newton":
+        gn = GaussNewtonSolver(prob, cfg, params)
+        hist = gn.run()
+        seconds = time.perf_counter() - t0
+        reach = [t for t, v in zip(gn.times, hist[:, 0]) if v <= target and hist[-1, 3] > 0] if target > 0 else []
+        out.update(iterations=len(hist) - 1, time_to_target=(reach[0] + (seconds - gn.times[-1]) if reach else None))
+    else:
+        params, hist = optimise(prob, cfg, params)
+        seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        final = Objective(prob, params, cfg, 1)(10)[1]  # the full objective (flow on) at the result
+        c2w = params.world_from_cam().double().numpy()
+        depth = params.depth().reshape(frames, h, w).numpy()
+    out.update(seconds=seconds, objective=final[0], terms=final, peak_rss_mb=_peak_rss_mb(), rss_before_mb=rss0,
+               ate=ate_percent(c2w, case.gt_world_from_cam), absrel=depth_abs_rel(depth, case.gt_depth),
+               init_ate=ate_percent(inp.init.world_from_cam, case.gt_world_from_cam))
+    return out
+
+
+def cmd_solver(args) -> None:
+    h, w = args.size
+    print(f"load {os.getloadavg()}", flush=True)
+    for objects in args.objects:
+        for f in args.frames:
+            rows = {}
+            for solver in ("adam", "gauss_newton"):
+                if solver == "adam" and args.skip_adam:
+                    continue
+                target = rows["adam"].get("objective", 0.0) if "adam" in rows else 0.0
+                cmd = [sys.executable, __file__, "_solver_one", str(f), str(h), str(w), str(objects), solver,
+                       args.config if solver == "gauss_newton" else args.adam_config, str(args.adam_iters), repr(target),
+                       str(args.threads)]
+                out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+                if out.returncode != 0:
+                    print(f"{f} frames {solver}: failed: {out.stderr.strip().splitlines()[-3:]}", flush=True)
+                    continue
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                rows[solver] = r
+                obj = f"objective {r['objective']:.6g}" if "objective" in r else "objective -"
+                acc = f"ATE {r['ate']:.3f} % (init {r['init_ate']:.2f})  AbsRel {r['absrel']:.4f}" if "ate" in r else "(extrapolated)"
+                reach = f"  reaches Adam-300 objective at {r['time_to_target']:.1f} s" if r.get("time_to_target") else ""
+                its = f" {r['iterations']} it" if "iterations" in r else ""
+                print(f"{f:4d} fr {r['hw']:>8s} obj={objects} {solver:12s}{its} {obj}  {acc}  {r['seconds']:.1f} s{reach}  "
+                      f"peak RSS {r['peak_rss_mb']:.0f} MB  threads {r['threads']}  load {os.getloadavg()[0]:.1f}", flush=True)
+            if "adam" in rows and "gauss_newton" in rows:
+                print(f"     time ratio adam / gauss_newton: {rows['adam']['seconds'] / rows['gauss_newton']['seconds']:.1f}x",
+                      flush=True)
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_solver_one":
+        f, h, w, objects, solver, cfg, adam_iters, target, threads = sys.argv[2:11]
+        print(json.dumps(_solver_one(int(f), int(h), int(w), int(objects), solver, cfg, int(adam_iters), float(target),
+                                     int(threads))))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "_speed_one":
         f, h, w, iters, impl, device = sys.argv[2:8]
         print(json.dumps(_speed_one(int(f), int(h), int(w), int(iters), impl, device)))
@@ -226,8 +331,19 @@ def main() -> None:
     wd.add_argument("--frames", type=int, nargs="+", default=[30, 60, 120])
     wd.add_argument("--size", type=int, nargs=2, default=[64, 112])
     wd.add_argument("--config", default=json.dumps({"smoothness_weight": 0.0, "window_size": 30, "window_overlap": 10}))
+    so = sub.add_parser("solver")
+    so.add_argument("--frames", type=int, nargs="+", default=[30, 60])
+    so.add_argument("--size", type=int, nargs=2, default=[144, 256], help="H W")
+    so.add_argument("--objects", type=int, nargs="+", default=[1, 2], help="moving objects in the synthetic scene")
+    so.add_argument("--config", default="{}", help="extra gauss_newton config (JSON)")
+    so.add_argument("--adam-config", default="{}", help="extra adam config (JSON)")
+    so.add_argument("--adam-iters", type=int, default=0, help="time this many Adam steps and extrapolate to 300 (0: run all)")
+    so.add_argument("--skip-adam", action="store_true")
+    so.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
-    if args.cmd == "speed":
+    if args.cmd == "solver":
+        cmd_solver(args)
+    elif args.cmd == "speed":
         args.sizes = args.sizes or [[128, 224], [288, 512]]
         cmd_speed(args)
     elif args.cmd == "accuracy":

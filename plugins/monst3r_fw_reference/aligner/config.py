@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from monst3r_framework.stages import StageConfig
 
@@ -46,3 +46,23 @@ class MonST3RGAConfig(StageConfig):
     window_overlap: int = Field(16, ge=1, description="Frames shared by consecutive windows.")
     max_memory_gb: float = Field(6.0, gt=0, description="auto mode: use windows when the batched estimate exceeds this.")
     threads: int = Field(0, ge=0, le=1024, description="torch CPU threads during the optimisation (0: leave as is).")
+    smoothness_mode: Literal["motion", "velocity"] = Field(
+        "motion", description="motion: official ||R_rel - I|| + w ||t_rel|| (penalises motion itself); velocity: the same "
+        "norms of the change of consecutive relative motions (a constant-velocity prior).")
+    solver: Literal["adam", "gauss_newton"] = Field(
+        "adam", description="adam: the official first-order loop (iterations, lr, schedule); gauss_newton: "
+        "Levenberg-Marquardt on the IRLS model with the depths Schur-eliminated (gn_* options), same objective.")
+    gn_iterations: int = Field(40, ge=1, le=10000, description="gauss_newton: step cap (the flow term starts at "
+                               "flow_loss_start of it).")
+    gn_tolerance: float = Field(1e-4, ge=0, description="gauss_newton: stop when an iteration lowers the objective by "
+                                "less than this fraction.")
+    gn_damping: float = Field(1e-4, gt=0, description="gauss_newton: initial Levenberg-Marquardt lambda (times diag H).")
+    gn_hessian_pixels: int = Field(1024, ge=0, description="gauss_newton: pixels per frame (a regular subset) on which "
+                                   "the reduced camera system is accumulated; 0: all. Gradient and depth steps use all.")
+
+    @model_validator(mode="after")
+    def _solver_options(self) -> "MonST3RGAConfig":
+        if self.solver == "gauss_newton" and (self.optimize_pp or self.optimize_adaptors):
+            raise ValueError("solver gauss_newton does not optimise principal points or adaptors; set optimize_pp: false "
+                             "and optimize_adaptors: false, or use solver: adam")
+        return self

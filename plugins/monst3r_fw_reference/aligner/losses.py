@@ -314,6 +314,17 @@ def temporal_smoothness(world_from_cam: torch.Tensor, translation_weight: float)
     return (rot + translation_weight * rel[:, :3, 3].norm(dim=1)).sum()
 
 
+def velocity_smoothness(world_from_cam: torch.Tensor, translation_weight: float) -> torch.Tensor:
+    """Constant-velocity prior: sum_k ||R_k+1 - R_k||_F + translation_weight ||t_k+1 - t_k|| over the
+    relative motions rel_k = inv(P_k) @ P_{k+1} (zero for uniform motion, unlike :func:`temporal_smoothness`)."""
+    if world_from_cam.shape[0] < 3:
+        return world_from_cam.new_zeros(())
+    rot, t = world_from_cam[:, :3, :3], world_from_cam[:, :3, 3]
+    r_rel = rot[:-1].transpose(1, 2) @ rot[1:]
+    t_rel = (rot[:-1].transpose(1, 2) @ (t[1:] - t[:-1]).unsqueeze(-1)).squeeze(-1)
+    return ((r_rel[1:] - r_rel[:-1]).norm(dim=(1, 2)) + translation_weight * (t_rel[1:] - t_rel[:-1]).norm(dim=1)).sum()
+
+
 def depth_prior(depth: torch.Tensor, init_depth: torch.Tensor, dynamic: Optional[torch.Tensor]) -> torch.Tensor:
     """Scale-invariant log-depth prior towards the initial depth (official ``depth_regularization_si_weighted``).
 

@@ -15,7 +15,7 @@ from monst3r_framework.errors import StageError
 from .config import MonST3RGAConfig
 from .losses import (
     align_sum_autograd, align_sum_fused, depth_prior, ego_motion_maps, flow_sums_autograd, flow_sums_fused,
-    temporal_smoothness,
+    temporal_smoothness, velocity_smoothness,
 )
 from .params import FixedParts, SceneParams, cam_points, pixel_grid_flat, signed_log1p, world_points_cf
 
@@ -154,6 +154,9 @@ class Objective:
         chunk = cfg.chunk_edges
         self._align = (lambda *a: align_sum_fused(*a, chunk=chunk)) if fused else align_sum_autograd
         self._flow = (lambda *a: flow_sums_fused(*a, chunk=chunk)) if fused else flow_sums_autograd
+        self._smooth = velocity_smoothness if cfg.smoothness_mode == "velocity" else temporal_smoothness
+        #: element counts of the flow sums when the flow term was part of the last value, else None
+        self.last_flow_counts: Optional[tuple[float, ...]] = None
 
     def __call__(self, iteration: int) -> tuple[torch.Tensor, list[float]]:
         cfg, p, params = self.cfg, self.p, self.params
@@ -167,9 +170,10 @@ class Objective:
         zero = torch.zeros(())
         smooth, flow, flow_raw, prior = zero, zero, zero, zero
         c2w = None
+        self.last_flow_counts = None
         if cfg.smoothness_weight > 0:
             c2w = params.world_from_cam()
-            smooth = temporal_smoothness(c2w, cfg.translation_weight)
+            smooth = self._smooth(c2w, cfg.translation_weight)
             total = total + cfg.smoothness_weight * smooth
         if self.use_flow and iteration >= self.flow_start:
             c2w = params.world_from_cam() if c2w is None else c2w
@@ -177,16 +181,19 @@ class Objective:
             disp = 1.0 / (params.depth() + 1e-6)
             a, b = ego_motion_maps(c2w, k, p.ei, p.ej)
             s_f, n_f = self._flow(disp, p.ei, a, b, self.grid_h, p.flow_fwd, p.static, cfg.pixel_threshold)
+            counts: tuple[float, ...] = (float(n_f),)
             if p.flow_bwd is None:
                 flow_raw = 2.0 * s_f / n_f.clamp_min(1.0)
             else:
                 a2, b2 = ego_motion_maps(c2w, k, p.ej, p.ei)
                 s_b, n_b = self._flow(disp, p.ej, a2, b2, self.grid_h, p.flow_bwd, p.static, cfg.pixel_threshold)
                 flow_raw = s_f / n_f.clamp_min(1.0) + s_b / n_b.clamp_min(1.0)
+                counts = (float(n_f), float(n_b))
             raw = float(flow_raw.detach())
             if not (cfg.flow_loss_threshold > 0 and raw > cfg.flow_loss_threshold) or not math.isfinite(raw):
                 flow = flow_raw
                 total = total + cfg.flow_loss_weight * flow
+                self.last_flow_counts = counts
         if cfg.depth_prior_weight > 0:
             prior = depth_prior(params.depth(), self.init_depth, p.dynamic)
             total = total + cfg.depth_prior_weight * prior
@@ -200,11 +207,21 @@ class Objective:
         return total, values
 
 
+def solver_steps(cfg: MonST3RGAConfig) -> int:
+    """Step budget of the configured solver (for progress bars)."""
+    return cfg.gn_iterations if cfg.solver == "gauss_newton" else cfg.iterations
+
+
 def optimise(
     problem: AlignProblem, cfg: MonST3RGAConfig, params: Optional[SceneParams] = None,
     log: Callable[[str], None] = lambda m: None, progress: Optional[Callable[[int], None]] = None,
 ) -> tuple[SceneParams, np.ndarray]:
-    """Run the Adam loop; returns the optimised variables and the (I, T) loss history (LOSS_NAMES)."""
+    """Run the Adam loop (or the Gauss-Newton solver when ``cfg.solver`` says so); returns the optimised
+    variables and the (I, T) loss history (LOSS_NAMES)."""
+    if cfg.solver == "gauss_newton":
+        from .gauss_newton import optimise_gn
+
+        return optimise_gn(problem, cfg, params, log=log, progress=progress)
     if params is None:
         params = build_params(problem, cfg)
     iterations = cfg.iterations

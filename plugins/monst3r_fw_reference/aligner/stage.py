@@ -168,13 +168,13 @@ class MonST3RGlobalAligner(GlobalAligner):
     def _batched(self, inputs, frame_ids, edge_rows, use_flow, lookup, symmetric, c2w0, k0, d0, ctx,
                  params_hook=None):
         from .data import load_problem
-        from .optimize import frame_conf, optimise
+        from .optimize import frame_conf, optimise, solver_steps
 
         cfg = self.config
         problem = load_problem(
             inputs, frame_ids, edge_rows, use_flow=use_flow, lookup=lookup, symmetric=symmetric,
             world_from_cam=c2w0, intrinsics=k0, depth=d0)
-        iterations = cfg.iterations
+        iterations = solver_steps(cfg)
         with ctx.progress(iterations, f"global alignment ({len(frame_ids)} frames)") as bar:
             params, history = optimise(problem, cfg, log=ctx.log, progress=bar.advance)
         c2w, k, depth = _results(params)

@@ -1,0 +1,860 @@
+"""Second-order solver of the MonST3R global alignment: Levenberg-Marquardt on an IRLS model,
+with the per-pixel depths eliminated by a Schur complement.
+
+Same objective as the Adam loop (:class:`.optimize.Objective` evaluates it, value and gradient, with
+the same kernels). Each iteration:
+
+1. **IRLS model.** Every robust term becomes a weighted least-squares term whose gradient at the
+   current point is the exact gradient: the confidence-weighted L1 point distance ``w ||r||`` gets
+   weight ``w / ||r||`` on ``||r||^2 / 2``, the smooth-L1 flow residual ``e`` gets
+   ``min(1, 1 / |e|)`` (elements over ``pixel_threshold`` weight 0), and the smoothness norms
+   ``||a||`` get ``1 / ||a||``. The Gauss-Newton matrix of that model is ``H = J^T W J``.
+2. **Schur complement.** Variables: per-frame pose twists (left, world frame), log-focal(s),
+   per-edge Sim(3) twists (rotation, translation, log-scale; the scales keep their geometric mean,
+   as the official normalisation) and the log-depth of every pixel. A pixel's depth only enters
+   the residuals of its own frame, so ``H_dd`` is diagonal and the reduced camera system
+   ``S = H_cc - H_cd H_dd^-1 H_dc`` (a few thousand unknowns) is solved by a dense Cholesky
+   (torch.linalg), then each pixel's depth step follows in closed form. ``S`` is accumulated on a
+   regular subset of ``gn_hessian_pixels`` pixels per frame (scaled to the full count) while the
+   gradient and the depth back-substitution use every pixel, so a step is an exact-gradient
+   Gauss-Newton step with a subsampled curvature estimate; with all pixels it is the exact
+   Schur-eliminated GN step (a test checks it against the full system).
+3. **Levenberg-Marquardt.** ``(H + lambda diag(H)) delta = -g``; a step is kept only when the
+   objective decreases, otherwise lambda grows and the step is recomputed. Stops when the
+   relative decrease of an iteration falls below ``gn_tolerance`` or after ``gn_iterations``.
+
+The flow term starts at iteration ``ceil(flow_loss_start * gn_iterations)`` (the official start
+fraction of the step budget), or as soon as the flow-free objective has converged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Optional, TypeVar
+
+import numpy as np
+import roma
+import torch
+
+from .config import MonST3RGAConfig
+from .losses import _single_threaded_ops
+from .optimize import LOSS_NAMES, AlignProblem, Objective, build_params, conf_to_weight
+from .params import SceneParams, params_from_poses, pixel_grid_flat
+
+_EPS_NORM = 1e-12
+T = TypeVar("T")
+
+
+def parallel_ranges(n_items: int, work: Callable[[int, int], T], per_thread: int = 4) -> list[T]:
+    """``work(lo, hi)`` over contiguous ranges of [0, n_items), on a pool of torch.get_num_threads() workers.
+
+    Each worker runs single-threaded torch ops (many small ops inside one parallel region
+    scale badly, and collapse when other processes hold the cores); there are ``per_thread``
+    ranges per worker, handed out as workers free up, so a worker slowed by other load takes
+    fewer of them. Results come back in range order.
+    """
+    threads = max(1, torch.get_num_threads())
+    k = max(1, min(n_items, threads * per_thread if threads > 1 else 1))
+    bounds = [round(i * n_items / k) for i in range(k + 1)]
+    ranges = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if lo < hi]
+    if threads == 1 or len(ranges) == 1:
+        return [work(lo, hi) for lo, hi in ranges]
+
+    def run(r: tuple[int, int]) -> T:
+        with torch.no_grad():
+            return work(*r)
+
+    with _single_threaded_ops(), ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(run, ranges))
+
+
+def _skew(v: torch.Tensor) -> torch.Tensor:
+    """(..., 3) -> (..., 3, 3) with skew(v) @ x = v x x."""
+    z = torch.zeros_like(v[..., 0])
+    return torch.stack([
+        torch.stack([z, -v[..., 2], v[..., 1]], -1),
+        torch.stack([v[..., 2], z, -v[..., 0]], -1),
+        torch.stack([-v[..., 1], v[..., 0], z], -1),
+    ], -2)
+
+
+# ------------------------------------------------------------------------------------------
+# state: the linearisation point, and the variables as increments on it
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GNState:
+    """One point of the optimisation (float32 tensors).
+
+    rot (F, 3, 3), trans (F, 3): camera-to-world; logd (F, N) log-depth; logf (nf,) log-focal
+    (nf = 1 when shared); pp (F, 2) principal points (fixed); e_rot (P, 3, 3), e_trans (P, 3),
+    e_logs (P,) the effective edge Sim(3) (``world = exp(e_logs) e_rot (adapt * x) + e_trans``);
+    adapt (P, 3) the (fixed) adaptors.
+    """
+
+    rot: torch.Tensor
+    trans: torch.Tensor
+    logd: torch.Tensor
+    logf: torch.Tensor
+    pp: torch.Tensor
+    e_rot: torch.Tensor
+    e_trans: torch.Tensor
+    e_logs: torch.Tensor
+    adapt: torch.Tensor
+
+    @staticmethod
+    def from_params(params: SceneParams) -> "GNState":
+        with torch.no_grad():
+            c2w = params.world_from_cam()
+            pw = params.pw_world_from_pair()
+            scale = params.pw_scale()
+            return GNState(
+                rot=c2w[:, :3, :3].clone(), trans=c2w[:, :3, 3].clone(), logd=params.im_logdepth.detach().clone(),
+                logf=(params.im_focals[:, 0] / params.focal_break).detach().clone(),
+                pp=params.principal_points().detach().clone(),
+                e_rot=(pw[:, :3, :3] / scale[:, None, None]).clone(), e_trans=pw[:, :3, 3].clone(),
+                e_logs=scale.log().clone(), adapt=params.pw_adaptors_xyz().detach().clone(),
+            )
+
+    @torch.no_grad()
+    def write_to(self, params: SceneParams) -> None:
+        """Store this point in the official parametrisation (scales keep their geometric mean)."""
+        c2w = torch.zeros(self.rot.shape[0], 4, 4)
+        c2w[:, :3, :3] = self.rot
+        c2w[:, :3, 3] = self.trans
+        c2w[:, 3, 3] = 1
+        params.im_poses.data[:] = params_from_poses(c2w)
+        params.im_logdepth.data[:] = self.logd
+        params.im_focals.data[:, 0] = self.logf * params.focal_break
+        rt = torch.zeros(self.e_rot.shape[0], 4, 4)
+        rt[:, :3, :3] = self.e_rot
+        rt[:, :3, 3] = self.e_trans
+        rt[:, 3, 3] = 1
+        params.pw_poses.data[:] = params_from_poses(rt, self.e_logs.exp())
+
+
+class TangentParams:
+    """The variables of :class:`.params.SceneParams` as increments at a :class:`GNState`.
+
+    Frame poses: ``R = exp(w) R0``, ``t = t0 + tau``; depth ``exp(logd0 + dd)``; focal
+    ``exp(logf0 + df)``; edge ``s = exp(logs0 + P sigma)``, ``R = exp(w) R0``, ``T = T0 + tau`` with
+    ``P`` removing the mean of ``sigma`` when the scales are normalised. Duck-types the methods
+    :class:`.optimize.Objective` calls, so the objective and its gradient are the Adam loop's.
+    """
+
+    def __init__(self, st: GNState, n_frames: int, shared_focal: bool, norm_scale: bool,
+                 delta: Optional[dict[str, torch.Tensor]] = None, requires_grad: bool = False) -> None:
+        self.st = st
+        self.n_frames = n_frames
+        self.shared_focal = shared_focal
+        self.norm_scale = norm_scale
+        p = st.e_rot.shape[0]
+        shapes = {"rot": (n_frames, 3), "trans": (n_frames, 3), "logd": tuple(st.logd.shape), "logf": tuple(st.logf.shape),
+                  "e_rot": (p, 3), "e_trans": (p, 3), "e_logs": (p,)}
+        self.delta = {k: (delta[k].clone() if delta is not None else torch.zeros(s)).requires_grad_(requires_grad)
+                      for k, s in shapes.items()}
+
+    def _sigma(self) -> torch.Tensor:
+        s = self.delta["e_logs"]
+        return s - s.mean() if self.norm_scale else s
+
+    def world_from_cam(self) -> torch.Tensor:
+        d = self.delta
+        out = torch.zeros(self.n_frames, 4, 4)
+        out[:, :3, :3] = roma.rotvec_to_rotmat(d["rot"]) @ self.st.rot
+        out[:, :3, 3] = self.st.trans + d["trans"]
+        out[:, 3, 3] = 1.0
+        return out
+
+    def depth(self) -> torch.Tensor:
+        return (self.st.logd + self.delta["logd"]).exp()
+
+    def focals(self) -> torch.Tensor:
+        f = (self.st.logf + self.delta["logf"]).exp()[:, None]
+        return f.expand(self.n_frames, 1) if self.shared_focal else f
+
+    def principal_points(self) -> torch.Tensor:
+        return self.st.pp
+
+    def intrinsics(self) -> torch.Tensor:
+        f = self.focals()[:, 0]
+        k = torch.zeros(self.n_frames, 3, 3)
+        k[:, 0, 0] = f
+        k[:, 1, 1] = f
+        k[:, :2, 2] = self.st.pp
+        k[:, 2, 2] = 1.0
+        return k
+
+    def pw_world_from_pair(self) -> torch.Tensor:
+        d = self.delta
+        s = (self.st.e_logs + self._sigma()).exp()
+        out = torch.zeros(self.st.e_rot.shape[0], 4, 4)
+        out[:, :3, :3] = s[:, None, None] * (roma.rotvec_to_rotmat(d["e_rot"]) @ self.st.e_rot)
+        out[:, :3, 3] = self.st.e_trans + d["e_trans"]
+        out[:, 3, 3] = 1.0
+        return out
+
+    def pw_adaptors_xyz(self) -> torch.Tensor:
+        return self.st.adapt
+
+    @torch.no_grad()
+    def retract(self) -> GNState:
+        """The state at these increments."""
+        c2w = self.world_from_cam()
+        pw = self.pw_world_from_pair()
+        logs = self.st.e_logs + self._sigma()
+        return GNState(rot=c2w[:, :3, :3].clone(), trans=c2w[:, :3, 3].clone(), logd=self.st.logd + self.delta["logd"],
+                       logf=self.st.logf + self.delta["logf"], pp=self.st.pp,
+                       e_rot=pw[:, :3, :3] / logs.exp()[:, None, None], e_trans=pw[:, :3, 3].clone(),
+                       e_logs=logs, adapt=self.st.adapt)
+
+
+# ------------------------------------------------------------------------------------------
+# variable layout of the reduced camera system
+# ------------------------------------------------------------------------------------------
+
+
+class Layout:
+    """Columns of the camera system and, per frame, the local columns its depths couple to.
+
+    Global columns: pose twists (w, tau) 6 per frame, log-focal (1 or F), edge twists
+    (w, tau, sigma) 7 per edge. Alignment term t (edge e, view v of frame f) has 14 columns
+    (pose f, focal f, edge e); flow term (src s -> dst d) 14 columns (pose s, pose d, focal s,
+    focal d). ``frame_cols`` (F, Kf) lists frame f's local columns (padding: K, a dummy column).
+    """
+
+    def __init__(self, problem: AlignProblem, shared_focal: bool, flow_edges: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        f, p = problem.n_frames, problem.n_edges
+        self.n_frames, self.n_edges = f, p
+        self.nf = 1 if shared_focal else f
+        self.K = 6 * f + self.nf + 7 * p
+        ei, ej = problem.ei.tolist(), problem.ej.tolist()
+        fc = lambda k: 6 * f + (0 if shared_focal else k)  # noqa: E731
+        ec = lambda e: 6 * f + self.nf + 7 * e  # noqa: E731
+        self.focal_col = fc
+        self.edge_col0 = 6 * f + self.nf
+        # alignment terms: view i of every edge, then view j
+        a_frame = ei + ej
+        a_edge = list(range(p)) * 2
+        a_cols = [list(range(6 * fr, 6 * fr + 6)) + [fc(fr)] + list(range(ec(e), ec(e) + 7)) for fr, e in zip(a_frame, a_edge)]
+        flow_terms = []  # (src, dst) over every flow direction in use
+        for src, dst in flow_edges:
+            flow_terms += list(zip(src.tolist(), dst.tolist()))
+        w_cols = [list(range(6 * s, 6 * s + 6)) + list(range(6 * d, 6 * d + 6)) + [fc(s), fc(d)] for s, d in flow_terms]
+        local: list[dict[int, int]] = [dict() for _ in range(f)]
+        def loc(fr: int, cols: list[int]) -> list[int]:
+            m = local[fr]
+            return [m.setdefault(c, len(m)) for c in cols]
+        self.a_local = torch.tensor([loc(fr, c) for fr, c in zip(a_frame, a_cols)], dtype=torch.int64).reshape(-1, 14)
+        self.w_local = torch.tensor([loc(s, c) for (s, _), c in zip(flow_terms, w_cols)], dtype=torch.int64).reshape(-1, 14)
+        self.a_cols = torch.tensor(a_cols, dtype=torch.int64).reshape(-1, 14)
+        self.w_cols = torch.tensor(w_cols, dtype=torch.int64).reshape(-1, 14)
+        self.a_frame = torch.tensor(a_frame, dtype=torch.int64)
+        self.a_edge = torch.tensor(a_edge, dtype=torch.int64)
+        self.kf = max(1, max(len(m) for m in local))
+        self.frame_cols = torch.full((f, self.kf), self.K, dtype=torch.int64)
+        for fr, m in enumerate(local):
+            for c, k in m.items():
+                self.frame_cols[fr, k] = c
+
+    def pose_slice(self) -> slice:
+        return slice(0, 6 * self.n_frames)
+
+    def focal_slice(self) -> slice:
+        return slice(6 * self.n_frames, 6 * self.n_frames + self.nf)
+
+    def sigma_cols(self) -> torch.Tensor:
+        return self.edge_col0 + 7 * torch.arange(self.n_edges) + 6
+
+    def pack(self, delta: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Camera increments of a TangentParams delta dict -> (K,) vector."""
+        f = self.n_frames
+        poses = torch.cat([delta["rot"], delta["trans"]], dim=1).reshape(-1)
+        edges = torch.cat([delta["e_rot"], delta["e_trans"], delta["e_logs"][:, None]], dim=1).reshape(-1)
+        return torch.cat([poses, delta["logf"].reshape(-1), edges]).double() if f else edges.double()
+
+    def unpack(self, x: torch.Tensor, logd: torch.Tensor) -> dict[str, torch.Tensor]:
+        f, p = self.n_frames, self.n_edges
+        x = x.float()
+        poses = x[:6 * f].reshape(f, 6)
+        edges = x[self.edge_col0:].reshape(p, 7)
+        return {"rot": poses[:, :3], "trans": poses[:, 3:], "logd": logd, "logf": x[self.focal_slice()],
+                "e_rot": edges[:, :3], "e_trans": edges[:, 3:6], "e_logs": edges[:, 6]}
+
+
+# ------------------------------------------------------------------------------------------
+# the IRLS model: residuals, weights and Jacobians
+# ------------------------------------------------------------------------------------------
+
+
+def _align_jacobian(xc: torch.Tensor, a: torch.Tensor, depth: torch.Tensor, rz: torch.Tensor) -> torch.Tensor:
+    """(c, n, 3, 14) d r / d (pose w, tau, log-focal, edge w, tau, sigma) of r = X - (M p + T).
+
+    xc (c, n, 3) = X - t (frame side), a (c, n, 3) = M p (edge side), depth (c, n), rz (c, 3) the
+    camera's optical axis in the world.
+    """
+    c, n = xc.shape[:2]
+    jac = torch.zeros(c, n, 3, 14)
+    jt = jac.permute(0, 1, 3, 2)  # (c, n, 14, 3) view: column k is jt[..., k, :]
+    jac[..., 0:3] = -_skew(xc)  # w x (X - t)
+    for k in range(3):
+        jac[..., k, 3 + k] = 1.0
+        jac[..., k, 10 + k] = -1.0
+    jt[..., 6, :] = -xc + depth[..., None] * rz[:, None, :]  # X(f) = R (d (u - c) / f, d (v - c) / f, d) + t
+    jac[..., 7:10] = _skew(a)  # -(w_e x a)
+    jt[..., 13, :] = -a  # -(sigma a)
+    return jac
+
+
+class IRLSModel:
+    """Linearisation of the alignment and flow terms at a state (IRLS weights of the robust losses)."""
+
+    def __init__(self, problem: AlignProblem, cfg: MonST3RGAConfig, layout: Layout, chunk: int = 8) -> None:
+        self.p, self.cfg, self.lay = problem, cfg, layout
+        h, w = problem.size_hw
+        self.n = h * w
+        self.grid = pixel_grid_flat(h, w).t().contiguous()  # (2, N)
+        self.w_i = conf_to_weight(problem.conf_i, cfg.conf_transform)
+        self.w_j = conf_to_weight(problem.conf_j, cfg.conf_transform)
+        self.area = float(problem.n_edges * self.n)
+        self.chunk = chunk
+        # flow directions in use: (src, dst, obs (P, 2, N), factor index 0 fwd / 1 bwd)
+        self.flow_dirs = [(problem.ei, problem.ej, problem.flow_fwd)]
+        if problem.flow_bwd is not None:
+            self.flow_dirs.append((problem.ej, problem.ei, problem.flow_bwd))
+
+    # ---- shared per-frame geometry ----------------------------------------------------------
+    def frame_geometry(self, st: GNState, pix: Optional[torch.Tensor], eps_depth: float = 0.0):
+        """Rays, offsets from the camera centre (X - t) and world points of pixels ``pix`` (None: all).
+
+        Returns depth (F, n), xc (F, 3, n) = R (depth ray), x (F, 3, n), f (F,) focals.
+        """
+        grid = self.grid if pix is None else self.grid[:, pix]
+        depth = st.logd.exp() if pix is None else st.logd[:, pix].exp()
+        depth = depth + eps_depth
+        f = st.logf.exp().expand(self.lay.n_frames) if self.lay.nf == 1 else st.logf.exp()
+        ray = torch.cat([(grid[None] - st.pp[:, :, None]) / f[:, None, None], torch.ones(len(f), 1, grid.shape[1])], dim=1)
+        xc = st.rot @ (ray * depth[:, None, :])
+        return depth, xc, xc + st.trans[:, :, None], f
+
+    def edge_maps(self, st: GNState) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, 3, 3) M = s R diag(adapt) and (P, 3) T."""
+        m = st.e_logs.exp()[:, None, None] * st.e_rot * st.adapt[:, None, :]
+        return m, st.e_trans
+
+    def align_views(self):
+        """(frame index per edge, pred, weight) for views i and j."""
+        p = self.p
+        return [(p.ei, p.pred_i, self.w_i), (p.ej, p.pred_j, self.w_j)]
+
+    def flow_factors(self, counts: tuple[float, ...]) -> list[float]:
+        """Weight of each flow direction's sum in the objective (symmetric graph: forward twice)."""
+        fw = self.cfg.flow_loss_weight
+        if len(self.flow_dirs) == 1:
+            return [fw * 2.0 / max(counts[0], 1.0)]
+        return [fw / max(counts[0], 1.0), fw / max(counts[1], 1.0)]
+
+    def _flow_residual(self, st: GNState, src, dst, obs, static_src, pix, depth_s, xc_s, x_s, f):
+        """Exact residual of the flow kernel, IRLS weight, point in dst camera and dq/dP.
+
+        Returns err (c, 2, n), wgt (c, 2, n) (smooth-L1 IRLS weight incl. mask/threshold),
+        pc (c, 3, n), gq (c, 2, 3, n) [dq / dpc], q0 (c, 2, n) = projected coords minus pp.
+        """
+        rd = st.rot[dst]
+        pc = rd.transpose(1, 2) @ (x_s - st.trans[dst][:, :, None])  # (c, 3, n)
+        fd = f[dst][:, None]
+        z = pc[:, 2]
+        zz = z
+        q0 = fd[:, :, None] * pc[:, :2] / zz[:, None]
+        grid = self.grid if pix is None else self.grid[:, pix]
+        q = q0 + st.pp[dst][:, :, None] - grid[None]
+        m = static_src.to(q.dtype)[:, None, :]
+        err = q * m - obs * m
+        a = err.abs()
+        c = a.clamp(max=1.0)
+        loss = (a - 0.5 * c) * c
+        keep = m.expand_as(err)
+        if self.cfg.pixel_threshold > 0:
+            keep = keep * (loss < self.cfg.pixel_threshold).to(q.dtype)
+        wgt = keep / a.clamp_min(1.0)
+        gq = torch.zeros(pc.shape[0], 2, 3, pc.shape[2])
+        inv = fd / zz
+        gq[:, 0, 0] = inv
+        gq[:, 1, 1] = inv
+        gq[:, 0, 2] = -inv * pc[:, 0] / zz
+        gq[:, 1, 2] = -inv * pc[:, 1] / zz
+        return err, wgt, pc, gq, q0
+
+    # ---- the reduced camera system on a pixel subset ----------------------------------------
+    def camera_system(self, st: GNState, pix: torch.Tensor, flow_counts: Optional[tuple[float, ...]],
+                      prior_diag: Optional[torch.Tensor], fix_depth: bool):
+        """Hcc (K+1, K+1) float64 over the subset, couplings C (F, n, Kf), depth diagonal h (F, n).
+
+        All sums are over the ``pix`` subset, unscaled.
+        """
+        lay = self.lay
+        nfr, n = lay.n_frames, pix.shape[0]
+        hcc = torch.zeros(lay.K + 1, lay.K + 1, dtype=torch.float64)
+        cpl = torch.zeros(nfr, n, lay.kf)
+        hdd = torch.zeros(nfr, n)
+        depth, xc, x, f = self.frame_geometry(st, pix)
+        m_all, t_all = self.edge_maps(st)
+        col_n = torch.arange(n)
+        views = self.align_views()
+        use_flow = flow_counts is not None
+        if use_flow:
+            deps, xce, xe, _ = self.frame_geometry(st, pix, eps_depth=1e-6)
+            factors = self.flow_factors(flow_counts)
+
+        def work(f0: int, f1: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            """Terms whose depths belong to frames [f0, f1): they write disjoint rows of cpl / hdd."""
+            out = []
+            for v, (fidx, pred, wt) in enumerate(views):
+                edges = torch.nonzero((fidx >= f0) & (fidx < f1))[:, 0]
+                for s in range(0, len(edges), self.chunk):
+                    e = edges[s:s + self.chunk]
+                    fr = fidx[e]
+                    a = m_all[e] @ pred[e][:, :, pix]  # Y - T
+                    r = x[fr] - a - t_all[e][:, :, None]
+                    wgt = wt[e][:, pix] / r.norm(dim=1).clamp_min(_EPS_NORM) / self.area
+                    jdt = xc[fr].transpose(1, 2)  # (c, n, 3)
+                    jac = _align_jacobian(jdt, a.transpose(1, 2), depth[fr], st.rot[fr][:, :, 2])
+                    out.append(self._accumulate(cpl, hdd, jac, wgt, jdt, fr, lay.a_cols[v * lay.n_edges + e],
+                                                lay.a_local[v * lay.n_edges + e], col_n, fix_depth))
+            if not use_flow:
+                return out
+            for k, ((src, dst, obs), fac) in enumerate(zip(self.flow_dirs, factors)):
+                edges = torch.nonzero((src >= f0) & (src < f1))[:, 0]
+                for s in range(0, len(edges), self.chunk):
+                    e = edges[s:s + self.chunk]
+                    sr, ds = src[e], dst[e]
+                    err, wgt, pc, gq, q0 = self._flow_residual(st, sr, ds, obs[e][:, :, pix], self.p.static[sr][:, pix],
+                                                               pix, deps[sr], xce[sr], xe[sr], f)
+                    rdt = st.rot[ds].transpose(1, 2)  # (c, 3, 3)
+                    c = len(e)
+                    dp = torch.zeros(c, n, 3, 13)  # d pc / d (w_s, tau_s, w_d, tau_d, lf_s)
+                    xcs = xce[sr].transpose(1, 2)  # (c, n, 3)
+                    rdt_n = rdt[:, None]
+                    dp[..., 0:3] = rdt_n @ -_skew(xcs)
+                    dp[..., 3:6] = rdt_n.expand(c, n, 3, 3)
+                    dp[..., 6:9] = _skew(pc.transpose(1, 2)) @ rdt_n
+                    dp[..., 9:12] = -rdt_n.expand(c, n, 3, 3)
+                    lfs = -xcs + deps[sr][..., None] * st.rot[sr][:, None, :, 2]
+                    dp[..., 12] = (rdt_n @ lfs[..., None])[..., 0]
+                    gqt = gq.permute(0, 3, 1, 2)  # (c, n, 2, 3)
+                    jac = torch.zeros(c, n, 2, 14)
+                    jac[..., :13] = gqt @ dp
+                    jac[..., 13] = q0.transpose(1, 2)
+                    jd = (gqt @ (rdt_n @ xcs[..., None]))[..., 0]  # (c, n, 2)
+                    rows = lay.n_edges * k + e
+                    out.append(self._accumulate(cpl, hdd, jac, (wgt * fac).transpose(1, 2), jd, sr,
+                                                lay.w_cols[rows], lay.w_local[rows], col_n, fix_depth, per_element=True))
+            return out
+
+        for part in parallel_ranges(nfr, work):
+            for blocks, cols in part:
+                hcc.index_put_((cols[:, :, None], cols[:, None, :]), blocks, accumulate=True)
+        if prior_diag is not None:
+            hdd += prior_diag[:, pix]
+        return hcc, cpl, hdd
+
+    @staticmethod
+    def _accumulate(cpl, hdd, jac, wgt, jd, fr, cols, local, col_n, fix_depth, per_element=False):
+        """One chunk of terms: jac (c, n, R, 14), wgt (c, n) or (c, n, R), jd (c, n, R).
+
+        Adds the depth couplings and diagonal to cpl / hdd; returns the (c, 14, 14) camera blocks
+        and their global columns.
+        """
+        w = wgt if per_element else wgt[..., None]  # (c, n, R) or (c, n, 1)
+        jw = jac * w.sqrt()[..., None]
+        c = jac.shape[0]
+        flat = jw.reshape(c, -1, 14)
+        blocks = (flat.transpose(1, 2) @ flat).double()
+        if not fix_depth:
+            wjd = w * jd  # (c, n, R)
+            coup = (jac * wjd[..., None]).sum(dim=2)  # (c, n, 14)
+            cpl.index_put_((fr[:, None, None], col_n[None, :, None], local[:, None, :]), coup, accumulate=True)
+            hdd.index_add_(0, fr, (wjd * jd).sum(dim=2))
+        return blocks, cols
+
+    def gradient_check(self, st: GNState, flow_counts: Optional[tuple[float, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """J^T W r of the IRLS model over all pixels: (K,) camera and (F, N) log-depth gradients
+        of the alignment (+ flow) terms. Dense and slow: for tests on tiny problems."""
+        full = self.full_system(st, flow_counts)
+        return full[2], full[3]
+
+    def full_system(self, st: GNState, flow_counts: Optional[tuple[float, ...]]):
+        """The whole GN system over all pixels, dense (tiny problems only, for tests):
+        H (K + F N, K + F N) float64 and J^T W r split into camera (K,) and depth (F, N) parts."""
+        lay = self.lay
+        nfr, n = lay.n_frames, self.n
+        dim = lay.K + nfr * n
+        hmat = torch.zeros(dim + 1, dim + 1, dtype=torch.float64)
+        grad = torch.zeros(dim + 1, dtype=torch.float64)
+        pix = torch.arange(n)
+        depth, xc, x, f = self.frame_geometry(st, pix)
+        m_all, t_all = self.edge_maps(st)
+        terms = []
+        for v, (fidx, pred, wt) in enumerate(self.align_views()):
+            e = torch.arange(lay.n_edges)
+            fr = fidx[e]
+            a = m_all @ pred
+            r = x[fr] - a - t_all[:, :, None]
+            wgt = wt / r.norm(dim=1).clamp_min(_EPS_NORM) / self.area
+            jd = xc[fr].transpose(1, 2)
+            jac = _align_jacobian(jd, a.transpose(1, 2), depth[fr], st.rot[fr][:, :, 2])
+            terms.append((jac, wgt[..., None].expand(-1, -1, 3), jd, r.transpose(1, 2), fr, lay.a_cols[v * lay.n_edges + e]))
+        if flow_counts is not None:
+            deps, xce, xe, _ = self.frame_geometry(st, pix, eps_depth=1e-6)
+            for k, ((src, dst, obs), fac) in enumerate(zip(self.flow_dirs, self.flow_factors(flow_counts))):
+                e = torch.arange(lay.n_edges)
+                err, wgt, pc, gq, q0 = self._flow_residual(st, src, dst, obs, self.p.static[src], None, deps[src], xce[src], xe[src], f)
+                rdt = st.rot[dst].transpose(1, 2)[:, None]
+                xcs = xce[src].transpose(1, 2)
+                c = lay.n_edges
+                dp = torch.zeros(c, n, 3, 13)
+                dp[..., 0:3] = rdt @ -_skew(xcs)
+                dp[..., 3:6] = rdt.expand(c, n, 3, 3)
+                dp[..., 6:9] = _skew(pc.transpose(1, 2)) @ rdt
+                dp[..., 9:12] = -rdt.expand(c, n, 3, 3)
+                dp[..., 12] = (rdt @ (-xcs + deps[src][..., None] * st.rot[src][:, None, :, 2])[..., None])[..., 0]
+                gqt = gq.permute(0, 3, 1, 2)
+                jac = torch.zeros(c, n, 2, 14)
+                jac[..., :13] = gqt @ dp
+                jac[..., 13] = q0.transpose(1, 2)
+                jd = (gqt @ (rdt @ xcs[..., None]))[..., 0]
+                terms.append((jac, (wgt * fac).transpose(1, 2), jd, err.transpose(1, 2), src, lay.w_cols[lay.n_edges * k + e]))
+        for jac, w, jd, r, fr, cols in terms:
+            # full Jacobian rows: camera columns plus one depth column per (frame, pixel)
+            c = jac.shape[0]
+            dcol = lay.K + fr[:, None] * n + pix[None, :]  # (c, n)
+            allcols = torch.cat([cols[:, None, :].expand(c, n, 14), dcol[..., None]], dim=2)  # (c, n, 15)
+            jfull = torch.cat([jac, jd[..., None]], dim=3).double()  # (c, n, R, 15)
+            wd = w.double()
+            blocks = torch.einsum("cnri,cnr,cnrj->cnij", jfull, wd, jfull)
+            hmat.index_put_((allcols[..., :, None], allcols[..., None, :]), blocks, accumulate=True)
+            g = torch.einsum("cnri,cnr,cnr->cni", jfull, wd, r.double())
+            grad.index_put_((allcols,), g, accumulate=True)
+        grad = grad[:-1]
+        return hmat[:-1, :-1], grad, grad[:lay.K], grad[lay.K:].reshape(nfr, n)
+
+    # ---- full-resolution depth back-substitution --------------------------------------------
+    def depth_step_terms(self, st: GNState, dcam: dict[str, torch.Tensor], flow_counts: Optional[tuple[float, ...]]):
+        """Per-pixel h = sum J_d^T W J_d and c . dc = sum J_d^T W J_c dc over all pixels: (F, N) each."""
+        lay = self.lay
+        depth, xc, x, f = self.frame_geometry(st, None)
+        rot = st.rot
+        w_f, t_f = dcam["rot"], dcam["trans"]
+        dlf = dcam["logf"].expand(lay.n_frames) if lay.nf == 1 else dcam["logf"]
+        # camera-side change of every frame's world points: w x (X - t) + tau + dlogf (-(X - t) + depth R e_z)
+        def dx_cam(xc_, depth_):
+            return (torch.linalg.cross(w_f[:, :, None].expand_as(xc_), xc_, dim=1) + t_f[:, :, None]
+                    + dlf[:, None, None] * (-xc_ + depth_[:, None, :] * rot[:, :, 2:3]))
+        dx = dx_cam(xc, depth)
+        m_all, t_all = self.edge_maps(st)
+        # edge-side change: (skew(w_e) + sigma_e) M p + tau_e
+        sig = dcam["e_logs"] - dcam["e_logs"].mean() if self._norm_scale else dcam["e_logs"]
+        dm = (_skew(dcam["e_rot"]) + sig[:, None, None] * torch.eye(3)) @ m_all
+        views = self.align_views()
+        chunk = self.chunk
+        nfr, n = lay.n_frames, self.n
+        wsum = torch.zeros(nfr, n)
+        wdr = torch.zeros(nfr, 3, n)
+        h_flow = torch.zeros(nfr, n)
+        c_flow = torch.zeros(nfr, n)
+        use_flow = flow_counts is not None
+        if use_flow:
+            deps, xce, xe, _ = self.frame_geometry(st, None, eps_depth=1e-6)
+            dxe = dx_cam(xce, deps)
+            factors = self.flow_factors(flow_counts)
+
+        def work(f0: int, f1: int) -> None:
+            """Terms whose depths belong to frames [f0, f1) (disjoint rows of the accumulators)."""
+            for fidx, pred, wt in views:
+                edges = torch.nonzero((fidx >= f0) & (fidx < f1))[:, 0]
+                for s in range(0, len(edges), chunk):
+                    e = edges[s:s + chunk]
+                    fr = fidx[e]
+                    pe = pred[e]
+                    r = x.index_select(0, fr)
+                    r.sub_(torch.baddbmm(t_all[e][:, :, None], m_all[e], pe))
+                    wgt = wt[e] / r.norm(dim=1).clamp_min_(_EPS_NORM)
+                    dr = dx.index_select(0, fr)
+                    dr.sub_(torch.baddbmm(dcam["e_trans"][e][:, :, None], dm[e], pe))
+                    wsum.index_add_(0, fr, wgt)
+                    wdr.index_add_(0, fr, dr.mul_(wgt[:, None]))
+            if not use_flow:
+                return
+            for (src, dst, obs), fac in zip(self.flow_dirs, factors):
+                edges = torch.nonzero((src >= f0) & (src < f1))[:, 0]
+                for s in range(0, len(edges), chunk):
+                    e = edges[s:s + chunk]
+                    sr, ds = src[e], dst[e]
+                    err, wgt, pc, gq, q0 = self._flow_residual(st, sr, ds, obs[e], self.p.static[sr], None,
+                                                               deps[sr], xce[sr], xe[sr], f)
+                    rdt = rot[ds].transpose(1, 2)
+                    jdp = rdt @ xce[sr]  # d pc / d logd  (c, 3, n)
+                    dpc = rdt @ (dxe[sr] - t_f[ds][:, :, None]) - torch.linalg.cross(
+                        (rdt @ w_f[ds][:, :, None]).expand_as(pc), pc, dim=1)
+                    jd = (gq * jdp[:, None]).sum(2)  # (c, 2, n)
+                    dq = (gq * dpc[:, None]).sum(2) + dlf[ds][:, None, None] * q0
+                    wj = wgt * jd * fac
+                    h_flow.index_add_(0, sr, (wj * jd).sum(1))
+                    c_flow.index_add_(0, sr, (wj * dq).sum(1))
+
+        parallel_ranges(nfr, work)
+        h = wsum * (xc * xc).sum(1) / self.area + h_flow
+        cdc = (wdr * xc).sum(1) / self.area + c_flow
+        return h, cdc
+
+
+# ------------------------------------------------------------------------------------------
+# pose-only terms (smoothness): small, Jacobians by torch.autograd.functional
+# ------------------------------------------------------------------------------------------
+
+
+def smoothness_residuals(rot: torch.Tensor, trans: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotation (K, 9) and translation (K, 3) residuals whose norms the smoothness term sums.
+
+    motion (official): R_rel - I and t_rel of rel_k = inv(P_k) P_{k+1};
+    velocity: rel_{k+1} - rel_k (change of the relative motion, a constant-velocity prior).
+    """
+    r_rel = rot[:-1].transpose(1, 2) @ rot[1:]
+    t_rel = (rot[:-1].transpose(1, 2) @ (trans[1:] - trans[:-1])[:, :, None])[..., 0]
+    if mode == "velocity":
+        return (r_rel[1:] - r_rel[:-1]).reshape(-1, 9), t_rel[1:] - t_rel[:-1]
+    eye = torch.eye(3, dtype=rot.dtype)
+    return (r_rel - eye).reshape(-1, 9), t_rel
+
+
+def smoothness_hessian(st: GNState, cfg: MonST3RGAConfig) -> Optional[torch.Tensor]:
+    """(6F, 6F) float64 IRLS Gauss-Newton matrix of the smoothness term over the pose twists."""
+    nfr = st.rot.shape[0]
+    if cfg.smoothness_weight <= 0 or nfr < (3 if cfg.smoothness_mode == "velocity" else 2):
+        return None
+
+    def res(x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(nfr, 6)
+        a, b = smoothness_residuals(roma.rotvec_to_rotmat(x[:, :3]) @ st.rot, st.trans + x[:, 3:], cfg.smoothness_mode)
+        return torch.cat([a, b], dim=1).reshape(-1)
+
+    x0 = torch.zeros(nfr * 6, dtype=torch.float32)
+    jac = torch.autograd.functional.jacobian(res, x0, vectorize=True).double()  # (12 K, 6F)
+    with torch.no_grad():
+        a, b = smoothness_residuals(st.rot, st.trans, cfg.smoothness_mode)
+    wa = cfg.smoothness_weight / a.norm(dim=1).clamp_min(1e-9)
+    wb = cfg.smoothness_weight * cfg.translation_weight / b.norm(dim=1).clamp_min(1e-9)
+    w = torch.cat([wa[:, None].expand(-1, 9), wb[:, None].expand(-1, 3)], dim=1).reshape(-1).double()
+    return jac.t() @ (w[:, None] * jac)
+
+
+# ------------------------------------------------------------------------------------------
+# the solver
+# ------------------------------------------------------------------------------------------
+
+
+class GaussNewtonSolver:
+    """Levenberg-Marquardt over the IRLS model with the depths Schur-eliminated (see module doc)."""
+
+    def __init__(self, problem: AlignProblem, cfg: MonST3RGAConfig, params: SceneParams) -> None:
+        self.p, self.cfg, self.params = problem, cfg, params
+        self.norm_scale = params.norm_pw_scale
+        self.use_flow = cfg.flow_loss_weight > 0 and problem.flow_fwd is not None
+        flow_dirs = [(problem.ei, problem.ej)] + ([(problem.ej, problem.ei)] if problem.flow_bwd is not None else [])
+        self.lay = Layout(problem, cfg.shared_focal, flow_dirs if self.use_flow else [])
+        self.model = IRLSModel(problem, cfg, self.lay, chunk=max(1, cfg.chunk_edges))
+        self.model._norm_scale = self.norm_scale
+        self.state = GNState.from_params(params)
+        self.objective = Objective(problem, self._tangent(self.state), cfg, cfg.gn_iterations)
+        n = problem.depth.shape[1]
+        m = cfg.gn_hessian_pixels
+        step = 1 if m <= 0 or m >= n else max(1, n // m)
+        self.pix = torch.arange(0, n, step)
+        self.rho = n / len(self.pix)
+        act = torch.ones(self.lay.K, dtype=torch.bool)
+        if cfg.fix_poses:
+            act[self.lay.pose_slice()] = False
+        if cfg.fix_intrinsics:
+            act[self.lay.focal_slice()] = False
+        self.active = act
+        self.fix_depth = cfg.fix_depth
+
+    def _tangent(self, st: GNState, delta=None, grad: bool = False) -> TangentParams:
+        return TangentParams(st, self.p.n_frames, self.cfg.shared_focal, self.norm_scale, delta, grad)
+
+    def evaluate(self, st: GNState, it: int, grad: bool):
+        """Objective at a state: (total, values, flow counts or None, gradient dict or None)."""
+        tp = self._tangent(st, grad=grad)
+        self.objective.params = tp
+        if grad:
+            total, values = self.objective(it)
+            total.backward()
+            g = {k: (v.grad if v.grad is not None else torch.zeros_like(v)) for k, v in tp.delta.items()}
+        else:
+            with torch.no_grad():
+                total, values = self.objective(it)
+            g = None
+        counts = self.objective.last_flow_counts
+        return float(values[0]), values, counts, g
+
+    def prior_diag(self, st: GNState) -> Optional[torch.Tensor]:
+        """Diagonal GN curvature of the depth prior (its per-frame mean shift is left out)."""
+        w = self.cfg.depth_prior_weight
+        if w <= 0:
+            return None
+        nfr, n = st.logd.shape
+        dyn = self.p.dynamic.to(torch.float32) + 1.0
+        return 2.0 * w * dyn / (nfr * n)
+
+    def linearise(self, st: GNState, counts, g: dict[str, torch.Tensor]):
+        """Everything a damped solve needs that does not depend on lambda."""
+        prior = self.prior_diag(st)
+        hcc, cpl, hdd = self.model.camera_system(st, self.pix, counts, prior, self.fix_depth)
+        hcc = hcc[:-1, :-1] * self.rho
+        hs = smoothness_hessian(st, self.cfg)
+        if hs is not None:
+            hcc[self.lay.pose_slice(), self.lay.pose_slice()] += hs
+        gc = self.lay.pack(g)
+        lin = {"hcc": hcc, "gc": gc, "gd": g["logd"], "prior": prior}
+        if not self.fix_depth:
+            hinv = 1.0 / hdd.clamp_min(1e-30)
+            cw = cpl * hinv[..., None]  # (F, n, Kf)
+            blocks = (cw.transpose(1, 2) @ cpl).double() * self.rho  # sum c c^T / h
+            corr = (cw * g["logd"][:, self.pix, None]).sum(1).double() * self.rho  # sum c g_d / h
+            m = torch.zeros(self.lay.K + 1, self.lay.K + 1, dtype=torch.float64)
+            fc = self.lay.frame_cols
+            m.index_put_((fc[:, :, None], fc[:, None, :]), blocks, accumulate=True)
+            cv = torch.zeros(self.lay.K + 1, dtype=torch.float64)
+            cv.index_put_((fc,), corr, accumulate=True)
+            lin["m"], lin["corr"] = m[:-1, :-1], cv[:-1]
+        return lin
+
+    def solve(self, st: GNState, lin, lam: float, counts) -> Optional[dict[str, torch.Tensor]]:
+        """The damped Schur step at lambda, or None when the system is not positive definite."""
+        hcc = lin["hcc"]
+        diag = hcc.diagonal().clamp_min(1e-12 * float(hcc.diagonal().abs().max().clamp_min(1e-30)))
+        s = hcc + lam * torch.diag(diag)
+        b = -lin["gc"].clone()
+        if not self.fix_depth:
+            s = s - lin["m"] / (1.0 + lam)
+            # the gradient from autograd is already in the raw (mean-free) sigma coordinates; the
+            # depth correction is projected below with the matrix
+            b = b + self._project_vec(lin["corr"]) / (1.0 + lam) if self.norm_scale else b + lin["corr"] / (1.0 + lam)
+        if self.norm_scale:
+            s = self._project_mat(s, diag)
+        act = self.active
+        sa = s[act][:, act]
+        sa = 0.5 * (sa + sa.t())
+        chol, info = torch.linalg.cholesky_ex(sa)
+        if int(info) != 0:
+            return None
+        x = torch.zeros(self.lay.K, dtype=torch.float64)
+        x[act] = torch.cholesky_solve(b[act][:, None], chol)[:, 0]
+        dcam = self.lay.unpack(x, torch.zeros_like(st.logd))
+        if self.fix_depth:
+            return dcam
+        h, cdc = self.model.depth_step_terms(st, dcam, counts)
+        if lin["prior"] is not None:
+            h = h + lin["prior"]
+        dcam["logd"] = -(lin["gd"] + cdc) / (h * (1.0 + lam)).clamp_min(1e-30)
+        return dcam
+
+    def _project_mat(self, s: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
+        """Sigma columns in raw coordinates (sigma_eff = sigma - mean): S <- T^T S T, plus a
+        penalty on the (objective-free) mean of sigma so that the system stays definite."""
+        idx = self.lay.sigma_cols()
+        s = s.clone()
+        s[idx, :] -= s[idx, :].mean(0, keepdim=True)
+        s[:, idx] -= s[:, idx].mean(1, keepdim=True)
+        pen = float(diag[idx].mean())
+        s[idx[:, None], idx[None, :]] += pen / len(idx)
+        return s
+
+    def _project_vec(self, v: torch.Tensor) -> torch.Tensor:
+        idx = self.lay.sigma_cols()
+        v = v.clone()
+        v[idx] -= v[idx].mean()
+        return v
+
+    def run(self, log: Callable[[str], None] = lambda m: None,
+            progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
+        cfg = self.cfg
+        cap = cfg.gn_iterations
+        flow_start = math.ceil(cfg.flow_loss_start * cap) if self.use_flow else 0
+        st = self.state
+        it = 0
+        phase_it = flow_start if not self.use_flow else 0
+        f, values, counts, g = self.evaluate(st, phase_it, grad=True)
+        history = [values]
+        t0 = time.perf_counter()
+        #: seconds since the start of the loop at which each history row was reached
+        self.times = [0.0]
+        lam = cfg.gn_damping
+        done = 0
+        for it in range(cap):
+            flow_on = self.use_flow and it >= flow_start
+            if flow_on and phase_it < flow_start:  # the flow term joins: re-evaluate the new objective
+                phase_it = flow_start
+                f, values, counts, g = self.evaluate(st, phase_it, grad=True)
+                history.append(values)
+                self.times.append(time.perf_counter() - t0)
+            t_it = time.perf_counter()
+            lin = self.linearise(st, counts, g)
+            t_lin = time.perf_counter() - t_it
+            accepted = False
+            tries = 0
+            while lam < 1e10:
+                tries += 1
+                step = self.solve(st, lin, lam, counts)
+                if step is None:
+                    lam *= 10.0
+                    continue
+                trial = self._tangent(st, step).retract()
+                f_new, v_new, c_new, g_new = self.evaluate(trial, phase_it, grad=True)
+                if math.isfinite(f_new) and f_new < f:
+                    accepted = True
+                    break
+                lam *= 10.0
+            log(f"monst3r_ga gauss_newton: iteration {it}: objective {f:.6g} -> {f_new:.6g}, lambda {lam:.1e}, "
+                f"{tries} tries, linearise {t_lin:.1f} s, total {time.perf_counter() - t_it:.1f} s")
+            done += 1
+            if progress is not None:
+                progress(1)
+            if not accepted:
+                if self.use_flow and phase_it < flow_start:  # flow-free part converged: start the flow term
+                    flow_start, lam = it + 1, cfg.gn_damping
+                    continue
+                log(f"monst3r_ga gauss_newton: no decrease at lambda {lam:.1e}; stopping at iteration {it}")
+                break
+            rel = (f - f_new) / max(abs(f), 1e-30)
+            st, f, values, counts, g = trial, f_new, v_new, c_new, g_new
+            history.append(values)
+            self.times.append(time.perf_counter() - t0)
+            lam = max(lam / 3.0, 1e-7)
+            if rel < cfg.gn_tolerance:
+                if self.use_flow and phase_it < flow_start:
+                    flow_start = it + 1  # converged without flow: start it now
+                    continue
+                break
+        if progress is not None and done < cap:
+            progress(cap - done)
+        self.state = st
+        st.write_to(self.params)
+        log(f"monst3r_ga gauss_newton: {self.p.n_frames} frames, {self.p.n_edges} edges, {done} iterations, "
+            f"final loss {f:.5g}")
+        return np.asarray(history, np.float32).reshape(-1, len(LOSS_NAMES))
+
+
+def optimise_gn(problem: AlignProblem, cfg: MonST3RGAConfig, params: Optional[SceneParams] = None,
+                log: Callable[[str], None] = lambda m: None,
+                progress: Optional[Callable[[int], None]] = None) -> tuple[SceneParams, np.ndarray]:
+    """Gauss-Newton/LM counterpart of :func:`.optimize.optimise` (same inputs and outputs)."""
+    if params is None:
+        params = build_params(problem, cfg)
+    solver = GaussNewtonSolver(problem, cfg, params)
+    history = solver.run(log, progress)
+    return params, history

@@ -203,7 +203,7 @@ def cmd_windowed(args) -> None:
 def _solver_one(frames: int, h: int, w: int, objects: int, solver: str, cfg_json: str, adam_iters: int,
                 target: float, threads: int) -> dict:
     import torch
-    from monst3r_framework.synth import make_scene
+    from monst3r_fw_eval.synth import make_scene
     from monst3r_fw_reference.aligner.config import MonST3RGAConfig
     from monst3r_fw_reference.aligner.data import FlowLookup, load_problem
     from monst3r_fw_reference.aligner.gauss_newton import GaussNewtonSolver

@@ -17,7 +17,7 @@ from monst3r_fw_reference.aligner.testing import ate_percent, depth_abs_rel, mak
 
 
 def _case(n_frames, size_hw, seed=1, **kw):
-    synth = pytest.importorskip("monst3r_framework.synth")
+    synth = pytest.importorskip("monst3r_fw_eval.synth")
     scene = synth.make_scene(n_frames=n_frames, size_hw=size_hw, seed=0, n_objects=1, supersample=1)
     return make_case(scene, swinstride_pairs(n_frames, window=2), depth_noise=0.02, edge_scale_range=2.0,
                      init_rot_deg=2.0, init_trans_frac=0.5, seed=seed, **kw)

@@ -267,6 +267,7 @@ class Runner:
             ctx = self._context(label, None)
             info = dict(inputs.run_info)
             info["timings"] = {r.label: round(r.seconds, 4) for r in self.reports}
+            info["stages"] = [dict(r.__dict__) for r in self.reports]  # cached / resumed flags for reports
             try:
                 stage.setup(ctx)
                 result = stage.run(ExportInputs(

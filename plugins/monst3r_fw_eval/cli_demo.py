@@ -96,6 +96,9 @@ def register(app: typer.Typer) -> None:
         out_console.print(table)
         out_console.print(f"outputs: {out / 'run'} (exports in its subfolders; metrics.json; store.zarr)  "
                           f"total {time.perf_counter() - start:.1f} s")
+        report = out / "run" / "report" / "report.html"
+        if report.exists():
+            out_console.print(f"report: {report}  (look at it: `monst3r-fw view {out / 'run'}` opens the 4D viewer)")
 
     @app.command()
     def ablate(

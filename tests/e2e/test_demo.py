@@ -19,3 +19,8 @@ def test_demo_runs_and_reports_metrics(tmp_path, monkeypatch, capsys):
     assert 0 < metrics["delta_1.25"] <= 1
     assert (tmp_path / "run" / "monst3r_layout" / "pred_traj.txt").exists()
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "complete"
+    # the report exporter (enabled in every recipe) computed the same metrics as metrics.json
+    assert f"report: {tmp_path / 'run' / 'report' / 'report.html'}" in out.replace("\n", "")
+    reported = json.loads((tmp_path / "run" / "report" / "metrics.json").read_text())
+    for key in ("ate", "rpe_trans", "rpe_rot", "abs_rel"):
+        assert abs(reported[key] - metrics[key]) <= 1e-9 * max(1.0, abs(metrics[key])), key

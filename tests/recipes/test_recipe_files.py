@@ -60,7 +60,13 @@ def test_paper_defaults_match_the_official_demo():
     assert paper["stages"]["pose_solver"]["iterations"] == 10
     assert paper["stages"]["mask_builder"]["threshold"] == 0.35
     assert paper["stages"]["flow_estimator"] == {**paper["stages"]["flow_estimator"], "type": "sea_raft", "iters": 20}
-    assert [e["type"] for e in paper["stages"]["exporters"]] == ["monst3r_layout", "glb"]
+    assert [e["type"] for e in paper["stages"]["exporters"]] == ["monst3r_layout", "glb", "report"]
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_recipe_writes_a_report(path):
+    exporters = _resolved(path)["stages"]["exporters"]
+    assert "report" in [e["type"] for e in exporters]
 
 
 def test_kitti_and_no_static_mask():

@@ -254,6 +254,12 @@ class RunData:
         stride = max(1, int(np.ceil(max(h, w) / max_side)))
         return np.ascontiguousarray(self.rgb(i, stride))
 
+    def thumbnails(self, max_side: int = 96) -> np.ndarray:
+        """(F, h, w, 3) uint8 every frame strided to at most ``max_side`` pixels a side (one read)."""
+        h, w = self.size_hw
+        stride = max(1, int(np.ceil(max(h, w) / max_side)))
+        return np.ascontiguousarray(self.frames.rgb[:, ::stride, ::stride])
+
     def frame_points(self, i: int, stride: int = 1) -> Optional[dict[str, np.ndarray]]:
         """Frame ``i``'s points at pixel stride ``stride``, flattened, finite points only.
 

@@ -44,7 +44,7 @@ def _drawn_pixels(png: bytes) -> int:
     return int((np.abs(canvas - background).sum(axis=-1) > 40).sum())
 
 
-def screenshot_url(url: str, out: Path, *, size_wh: tuple[int, int] = (1280, 800), settle_s: float = 3.0,
+def screenshot_url(url: str, out: Path, *, size_wh: tuple[int, int] = (1280, 800), settle_s: float = 6.0,
                    timeout_s: float = 90.0) -> Path:
     """Load ``url`` in headless Chromium (fresh profile) and save a PNG of the page once it is drawn.
 
@@ -95,13 +95,14 @@ def screenshot_url(url: str, out: Path, *, size_wh: tuple[int, int] = (1280, 800
                         if msg.get("id") == ident:
                             return base64.b64decode(msg["result"]["data"])
 
+                # Software WebGL renders new objects fading in over many slow frames: wait until
+                # three captures in a row agree (and something is drawn).
                 time.sleep(settle_s)
-                previous = capture()
-                while time.monotonic() < deadline:
-                    time.sleep(1.5)
+                previous, same = capture(), 0
+                while time.monotonic() < deadline and same < 2:
+                    time.sleep(2.0)
                     current = capture()
-                    if current == previous and _drawn_pixels(current) > 0:
-                        break
+                    same = same + 1 if current == previous and _drawn_pixels(current) > 0 else 0
                     previous = current
                 out.write_bytes(previous)
         finally:

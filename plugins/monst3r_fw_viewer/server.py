@@ -186,8 +186,9 @@ class RunViewer:
                 self.server.scene.set_up_direction("-y")
                 self._cache: dict[int, dict[str, np.ndarray]] = {}
                 self._cache_key: Any = None
-                self._conf_sample = data.conf_sample()
-                self.thumbs = [data.thumbnail(i) for i in range(data.n_frames)]
+                self._conf_sample_cache: Optional[np.ndarray] = None
+                self.thumbs = data.thumbnails()
+                self._thumbs_drawn = False
                 self.colours = time_colours(data.n_frames)
                 scale = data.scene_scale()
                 self.gui_psize.value = round(scale * 0.004, 5)
@@ -198,7 +199,7 @@ class RunViewer:
                 self.gui_frame.value = 0
                 self.gui_label.content = f"**shown:** {data.label}"
                 self._place_initial_camera(scale)
-                self._draw_cameras()
+                self._draw_cameras(images=False)
                 self.show_frame()
                 self.first_frame_seconds = time.perf_counter() - start
             finally:
@@ -222,11 +223,17 @@ class RunViewer:
         cam.up = tuple(-down)
 
     # ------------------------------------------------------------------------------ thresholds
+    def _conf_sample(self) -> np.ndarray:
+        """Confidences of a few frames, read on first use (percentile thresholds only)."""
+        if self._conf_sample_cache is None:
+            self._conf_sample_cache = self.data.conf_sample()
+        return self._conf_sample_cache
+
     def conf_threshold(self) -> float:
         """The absolute confidence threshold the GUI asks for."""
         value = float(self.gui_conf.value)
         if self.gui_conf_mode.value == "percentile":
-            return float(np.percentile(self._conf_sample, min(max(value, 0.0), 100.0))) if value > 0 else -np.inf
+            return float(np.percentile(self._conf_sample(), min(max(value, 0.0), 100.0))) if value > 0 else -np.inf
         return value
 
     def frame_selection(self, i: int) -> Optional[dict[str, np.ndarray]]:
@@ -271,7 +278,7 @@ class RunViewer:
             return
         self._frustum("/current/camera", i, thick=True)
 
-    def _frustum(self, name: str, i: int, thick: bool = False) -> None:
+    def _frustum(self, name: str, i: int, thick: bool = False, image: bool = True) -> None:
         from viser import transforms as vtf
 
         data = self.data
@@ -281,18 +288,21 @@ class RunViewer:
         colour = (255, 40, 40) if thick else tuple(int(c) for c in self.colours[i])
         self.server.scene.add_camera_frustum(
             name, fov=float(fov), aspect=w / h, scale=float(self.gui_fsize.value) * (1.15 if thick else 1.0),
-            thickness=3.0 if thick else 1.5, thickness_units="screen", color=colour, image=None if thick else self.thumbs[i],
+            thickness=3.0 if thick else 1.5, thickness_units="screen", color=colour, image=self.thumbs[i] if image and not thick else None,
             wxyz=vtf.SO3.from_matrix(c2w[:3, :3]).wxyz, position=c2w[:3, 3])
 
-    def _draw_cameras(self) -> None:
+    def _draw_cameras(self, images: bool = True) -> None:
+        """Frustums (with thumbnails unless ``images`` is False: the first draw of a run leaves
+        encoding them to the background thread) and the trajectory polyline."""
         with self._lock:
+            self._thumbs_drawn = images
             data = self.data
             self.server.scene.remove_by_name("/cameras")
             self.server.scene.remove_by_name("/trajectory")
             n = 0
             if self.gui_frustums.value:
                 for i in np.flatnonzero(data.has_pose):
-                    self._frustum(f"/cameras/f{int(i):05d}", int(i))
+                    self._frustum(f"/cameras/f{int(i):05d}", int(i), image=images)
                     n += 1
             self.shown["frustums"] = n
             centres = data.world_from_cam[data.has_pose][:, :3, 3]
@@ -321,6 +331,8 @@ class RunViewer:
     def _accumulate(self, generation: int) -> None:
         """Build the static background and the all-frames cloud from every stride-th frame."""
         data = self.data
+        if not self._thumbs_drawn:
+            self._draw_cameras(images=True)
         tstride, sstride = int(self.gui_tstride.value), int(self.gui_sstride.value)
         frames = list(range(0, data.n_frames, tstride))
         share = max(1, self.max_points // max(len(frames), 1))
@@ -408,7 +420,11 @@ class RunViewer:
         return dict(self.shown)
 
     def stop(self) -> None:
+        """Stop the player and the accumulation (they check between frames), then the server."""
         self._stop.set()
+        for thread in (self._bg_thread, self._player):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(30)
         self.server.stop()
 
 

@@ -21,7 +21,8 @@ def write_synthetic_run(out_dir: Path, scene: Any, *, stages: Sequence[str] = ("
     has not finished); ``status`` is written to run.json ("complete" lists every stored stage).
     """
     from monst3r_framework.geometry import depth_to_world_points
-    from monst3r_framework.stages import CameraTrajectory, DynamicMasks, FrameSet, Reconstruction
+    from monst3r_framework.geometry import inv_rigid, transform_points
+    from monst3r_framework.stages import CameraTrajectory, DynamicMasks, FrameSet, PairPredictions, Reconstruction
     from monst3r_framework.store import RunStore, digest
 
     out_dir = Path(out_dir)
@@ -35,16 +36,24 @@ def write_synthetic_run(out_dir: Path, scene: Any, *, stages: Sequence[str] = ("
     frames = FrameSet(rgb=scene.rgb, frame_index=np.arange(n, dtype=np.int64),
                       timestamps=np.asarray(scene.timestamps, np.float64), original_hw=(h, w),
                       network_from_original=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)), source=str(out_dir))
+    world = depth_to_world_points(depth, k, c2w)
+    # pairs (0, j) for every j, both pointmaps in camera 0 (DUSt3R convention), same confidence
+    pairs = np.array([[0, j] for j in range(1, n)], np.int64)
+    cam0_from_world = np.repeat(inv_rigid(c2w[:1]), len(pairs), axis=0)
     records: dict[str, Any] = {
+        "pair_predictor": PairPredictions(
+            pairs=pairs, pts3d_i=transform_points(cam0_from_world, np.repeat(world[:1], len(pairs), 0)).astype(np.float32),
+            pts3d_j=transform_points(cam0_from_world, world[1:]).astype(np.float32),
+            conf_i=np.repeat(conf[:1], len(pairs), 0), conf_j=conf[1:]),
         "pose_solver": CameraTrajectory(world_from_cam=c2w, intrinsics=k, depth=depth, conf=conf),
         "mask_builder": DynamicMasks(dynamic=scene.dynamic_mask, source="synthetic"),
         "global_aligner": Reconstruction(world_from_cam=c2w, intrinsics=k, intrinsics_original=k, depth=depth,
-                                         conf=conf, pts3d_world=depth_to_world_points(depth, k, c2w),
+                                         conf=conf, pts3d_world=world,
                                          dynamic=scene.dynamic_mask,
                                          loss_history=np.linspace([3.0, 1.0], [1.0, 0.1], 50).astype(np.float32),
                                          loss_names=("alignment", "flow")),
     }
-    types = {"pose_solver": "synthetic_gt", "mask_builder": "synthetic_gt", "global_aligner": "synthetic_gt"}
+    types = {"pair_predictor": "synthetic_gt", "pose_solver": "synthetic_gt", "mask_builder": "synthetic_gt", "global_aligner": "synthetic_gt"}
     store_path = out_dir / "store.zarr"
     keys = {"frames": digest({"synthetic": run_id, "n": n, "hw": [h, w]})}
     reports = []
@@ -53,10 +62,10 @@ def write_synthetic_run(out_dir: Path, scene: Any, *, stages: Sequence[str] = ("
         store.commit("frames", keys["frames"], frames, 0.01)
         reports.append({"kind": "frames", "type": "loader", "key": keys["frames"], "cached": False, "seconds": 0.01,
                         "label": "frames", "resumed": False})
-        for kind in ("pose_solver", "mask_builder", "global_aligner"):
+        for kind in ("pair_predictor", "pose_solver", "mask_builder", "global_aligner"):
             if kind not in stages:
                 continue
-            upstream = {u: keys[u] for u in ("frames", "pose_solver", "mask_builder") if u in keys}
+            upstream = {u: keys[u] for u in ("frames", "pair_predictor", "pose_solver", "mask_builder") if u in keys}
             keys[kind] = digest({"kind": kind, "upstream": upstream})
             store.begin(kind, keys[kind], {"kind": kind, "type": types[kind], "run_id": run_id, "upstream": upstream,
                                            "config": {}})

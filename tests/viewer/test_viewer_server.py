@@ -148,3 +148,26 @@ def test_port_in_use_is_one_clear_error():
         with pytest.raises(InputError, match=f"port {port} on 127.0.0.1 is in use; pass another --port"):
             pick_port("127.0.0.1", port)
         assert pick_port("127.0.0.1", None) != port
+
+
+def test_pair_predictions_only_show_the_reference_views_pointmaps(tmp_path, synth_scene):
+    from monst3r_framework.geometry import depth_to_world_points, inv_rigid, transform_points
+    from monst3r_fw_viewer.run_data import RunData
+    from monst3r_fw_viewer.testing import write_synthetic_run
+
+    run = write_synthetic_run(tmp_path / "pairs", synth_scene, stages=("pair_predictor", "mask_builder"),
+                              status="running", run_id="pairs-run")
+    data = RunData(run)
+    assert data.shown == "pair_predictor" and "pair pointmaps of reference frame 0; no poses yet" in data.label
+    assert data.has_pose.tolist() == [True] + [False] * 5
+    np.testing.assert_allclose(data.intrinsics[0, 0, 0], synth_scene.K[0, 0], rtol=1e-3)
+    k = np.asarray(synth_scene.K)[None]
+    world = depth_to_world_points(synth_scene.depth[3:4], k, synth_scene.cam_to_world[3:4])
+    in_cam0 = transform_points(inv_rigid(synth_scene.cam_to_world[:1]), world)[0, ::2, ::2].reshape(-1, 3)
+    np.testing.assert_allclose(data.frame_points(3, 2)["xyz"], in_cam0, atol=1e-4)
+    v = RunViewer(run, port=0)
+    try:
+        assert v.shown_counts()["frustums"] == 1
+        assert v.shown_counts()["dynamic"] == int(synth_scene.dynamic_mask[0, ::2, ::2].sum())
+    finally:
+        v.stop()

@@ -193,7 +193,7 @@ class RunViewer:
                 scale = data.scene_scale()
                 self.gui_psize.value = round(scale * 0.004, 5)
                 self.gui_psize.step = max(scale * 0.0005, 1e-6)
-                self.gui_fsize.value = round(scale * 0.06, 5)
+                self.gui_fsize.value = round(scale * 0.03, 5)
                 self.gui_fsize.step = max(scale * 0.005, 1e-6)
                 self.gui_frame.max = max(data.n_frames - 1, 1)
                 self.gui_frame.value = 0
@@ -218,7 +218,7 @@ class RunViewer:
         centres = data.world_from_cam[posed][:, :3, 3]
         target = centres.mean(axis=0) + forward * scale
         cam = self.server.initial_camera
-        cam.position = tuple(centres.mean(axis=0) - forward * 0.6 * scale - down * 0.35 * scale)
+        cam.position = tuple(centres.mean(axis=0) - forward * 0.3 * scale - down * 0.2 * scale)
         cam.look_at = tuple(target)
         cam.up = tuple(-down)
 

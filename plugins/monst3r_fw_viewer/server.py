@@ -187,7 +187,7 @@ class RunViewer:
                 self._cache: dict[int, dict[str, np.ndarray]] = {}
                 self._cache_key: Any = None
                 self._conf_sample_cache: Optional[np.ndarray] = None
-                self.thumbs = data.thumbnails()
+                self.thumbs: Optional[np.ndarray] = None  # read by the background thread
                 self._thumbs_drawn = False
                 self.colours = time_colours(data.n_frames)
                 scale = data.scene_scale()
@@ -288,14 +288,14 @@ class RunViewer:
         colour = (255, 40, 40) if thick else tuple(int(c) for c in self.colours[i])
         self.server.scene.add_camera_frustum(
             name, fov=float(fov), aspect=w / h, scale=float(self.gui_fsize.value) * (1.15 if thick else 1.0),
-            thickness=3.0 if thick else 1.5, thickness_units="screen", color=colour, image=self.thumbs[i] if image and not thick else None,
+            thickness=3.0 if thick else 1.5, thickness_units="screen", color=colour, image=self.thumbs[i] if image and not thick and self.thumbs is not None else None,
             wxyz=vtf.SO3.from_matrix(c2w[:3, :3]).wxyz, position=c2w[:3, 3])
 
     def _draw_cameras(self, images: bool = True) -> None:
         """Frustums (with thumbnails unless ``images`` is False: the first draw of a run leaves
         encoding them to the background thread) and the trajectory polyline."""
         with self._lock:
-            self._thumbs_drawn = images
+            self._thumbs_drawn = images and self.thumbs is not None
             data = self.data
             self.server.scene.remove_by_name("/cameras")
             self.server.scene.remove_by_name("/trajectory")
@@ -332,7 +332,12 @@ class RunViewer:
         """Build the static background and the all-frames cloud from every stride-th frame."""
         data = self.data
         if not self._thumbs_drawn:
-            self._draw_cameras(images=True)
+            thumbs = data.thumbnails()
+            with self._lock:
+                if data is not self.data:
+                    return
+                self.thumbs = thumbs
+                self._draw_cameras(images=True)
         tstride, sstride = int(self.gui_tstride.value), int(self.gui_sstride.value)
         frames = list(range(0, data.n_frames, tstride))
         share = max(1, self.max_points // max(len(frames), 1))

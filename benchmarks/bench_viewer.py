@@ -10,6 +10,9 @@ confidence) is opened in a fresh Python process per size, so imports are counted
 * ``all drawn`` - until the accumulated static background (every frame read once) is drawn too;
 * ``RSS +MB`` - resident memory after everything is drawn, minus before opening the run.
 
+Wall times on a loaded machine mostly measure the load; the CPU seconds of this process (all its
+threads) in brackets are what an idle core would need.
+
     python benchmarks/bench_viewer.py                 # 60 frames at 512x288, plus 15/30/120 for memory
     python benchmarks/bench_viewer.py --frames 60 --sizes 512x288
 """
@@ -62,22 +65,28 @@ def _rss_mb() -> float:
 
 
 def child(run_dir: str) -> None:
-    t0 = time.perf_counter()
-    from monst3r_fw_viewer.server import RunViewer
+    t0, c0 = time.perf_counter(), time.process_time()
+    import cv2  # noqa: F401
     import viser  # noqa: F401
+    from viser import transforms  # noqa: F401
 
-    t_import = time.perf_counter() - t0
+    import monst3r_framework.stages  # noqa: F401
+    import monst3r_framework.store  # noqa: F401
+    from monst3r_fw_viewer.server import RunViewer
+
+    t_import, c_import = time.perf_counter() - t0, time.process_time() - c0
     rss0 = _rss_mb()
-    start = time.perf_counter()
+    start, c1 = time.perf_counter(), time.process_time()
     viewer = RunViewer(Path(run_dir), port=0)
     first = viewer.first_frame_seconds
+    c_first = time.process_time() - c1
     opened = time.perf_counter() - start
     viewer.wait_idle(600)
     all_drawn = time.perf_counter() - start
     counts = viewer.shown_counts()
     rss1 = _rss_mb()
     viewer.stop()
-    print(json.dumps({"import_s": t_import, "first_frame_s": first, "constructor_s": opened, "all_drawn_s": all_drawn,
+    print(json.dumps({"import_s": t_import, "import_cpu_s": c_import, "first_frame_cpu_s": c_first, "first_frame_s": first, "constructor_s": opened, "all_drawn_s": all_drawn,
                       "rss_delta_mb": rss1 - rss0, "counts": counts}))
 
 
@@ -94,8 +103,8 @@ def main() -> None:
 
     w, h = (int(v) for v in args.sizes.split("x"))
     print(f"load: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPUs")
-    print(f"{'frames':>6} {'size':>8} {'import s':>9} {'first frame s':>14} {'all drawn s':>12} {'RSS +MB':>8} "
-          f"{'thumbs MB':>9} {'bg points':>9}")
+    print(f"{'frames':>6} {'size':>8} {'import s (CPU)':>15} {'first frame s (CPU)':>20} {'all drawn s':>12} "
+          f"{'RSS +MB':>8} {'thumbs MB':>9} {'bg points':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.frames:
             t = time.perf_counter()
@@ -108,7 +117,8 @@ def main() -> None:
             r = json.loads(out.stdout.strip().splitlines()[-1])
             stride = int(np.ceil(max(h, w) / 96))
             thumbs_mb = n * len(range(0, h, stride)) * len(range(0, w, stride)) * 3 / 1e6
-            print(f"{n:>6} {w}x{h:>4} {r['import_s']:>9.2f} {r['first_frame_s']:>14.2f} {r['all_drawn_s']:>12.2f} "
+            print(f"{n:>6} {w}x{h:>4} {r['import_s']:>8.2f} ({r['import_cpu_s']:.2f}) "
+                  f"{r['first_frame_s']:>12.2f} ({r['first_frame_cpu_s']:.2f}) {r['all_drawn_s']:>12.2f} "
                   f"{r['rss_delta_mb']:>8.0f} {thumbs_mb:>9.2f} {r['counts']['static']:>9}   (store written in {gen:.1f} s)")
 
 

@@ -9,10 +9,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = (REPO_ROOT / ".." / "shared").resolve()
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
-# Only the reference plugin's entry point is read (build_registry, run_pipeline, the CLI): packages
+# Only the reference and viewer plugins' entry points are read (build_registry, run_pipeline, the CLI): packages
 # installed beside monst3r-fw (the SPyNet example, a lab's plugin) never change what tests see.
 # A test that wants every installed plugin takes the `installed_plugins` fixture.
-os.environ.setdefault("MONST3R_FW_PLUGINS", "reference")
+os.environ.setdefault("MONST3R_FW_PLUGINS", "reference,viewer")  # viewer: the report exporter every recipe uses
 
 
 def shared_path(*parts: str) -> Path:
@@ -33,7 +33,7 @@ def registry():
     """The reference stages only, without reading any installed entry point."""
     from monst3r_framework.registry import build_registry
 
-    return build_registry(load_entrypoints=False, plugins=["monst3r_fw_reference.plugin"])
+    return build_registry(load_entrypoints=False, plugins=["monst3r_fw_reference.plugin", "monst3r_fw_viewer.plugin"])
 
 
 @pytest.fixture

@@ -253,8 +253,8 @@ def find_ground_truth(source: str) -> Optional[Path]:
 def ground_truth_metrics(data: ReportInputs) -> tuple[dict[str, Any], Optional[np.ndarray], Optional[np.ndarray]]:
     """(metrics, gt (F, 4, 4), estimate Sim(3)-aligned onto gt) against the scene's ground truth,
     computed as ``monst3r-fw demo`` computes metrics.json; empty/None when there is none."""
-    from monst3r_framework.eval.metrics import align_trajectory, evaluate
-    from monst3r_framework.synth import load_scene
+    from monst3r_fw_eval.metrics import align_trajectory, evaluate
+    from monst3r_fw_eval.synth import load_scene
 
     scene_dir = find_ground_truth(data.source)
     if scene_dir is None:

@@ -14,7 +14,7 @@ import numpy as np
 
 def write_synthetic_run(out_dir: Path, scene: Any, *, stages: Sequence[str] = ("pose_solver", "mask_builder", "global_aligner"),
                         status: str = "complete", run_id: str = "synthetic-run", seed: int = 0) -> Path:
-    """Write ``out_dir/run.json`` and ``out_dir/store.zarr`` for a :class:`~monst3r_framework.synth.SyntheticScene`.
+    """Write ``out_dir/run.json`` and ``out_dir/store.zarr`` for a :class:`~monst3r_fw_eval.synth.SyntheticScene`.
 
     Confidence is uniform in [1, 5) per pixel (seeded), so thresholds select known fractions.
     ``stages`` lists the stage kinds to store (leave out "global_aligner" for a run whose aligner

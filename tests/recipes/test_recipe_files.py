@@ -12,7 +12,7 @@ from monst3r_framework.registry import build_registry
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
-REGISTRY = build_registry(load_entrypoints=False, plugins=["monst3r_fw_reference.plugin"])
+REGISTRY = build_registry(load_entrypoints=False, plugins=["monst3r_fw_reference.plugin", "monst3r_fw_viewer.plugin"])
 
 
 def _resolved(path: Path, overrides: list[str] | None = None) -> dict:

@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def synth_scene():
-    from monst3r_framework.synth import make_scene
+    from monst3r_fw_eval.synth import make_scene
 
     return make_scene(n_frames=6, size_hw=(48, 64), seed=0, n_objects=1, supersample=1)
 

@@ -177,6 +177,8 @@ def run(
         result = run_pipeline(recipe, input, out, overrides=overrides, store=store, device=device,
                               progress_factory=factory, log=_log)
     out_console.print(timing_table(result.reports, title=f"run {result.run_id}"))
+    for notice in result.notices:
+        out_console.print(f"[yellow]note:[/yellow] {notice}", soft_wrap=True, highlight=False)
     out_console.print(f"outputs: {result.out_dir}  (store: {result.store_location})")
 
 

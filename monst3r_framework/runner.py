@@ -74,6 +74,8 @@ class RunResult:
     frames: FrameSet
     reconstruction: Reconstruction
     reports: list[StageReport] = field(default_factory=list)
+    #: one-line messages of the stages (``notices`` of their records), shown at the end of a run
+    notices: list[str] = field(default_factory=list)
 
     @property
     def computed(self) -> list[str]:
@@ -320,12 +322,16 @@ class Runner:
             masks=pick(s, "mask_builder", masks)))
         if recon is None:
             recon = reconstruction_from_cameras(frames, init, masks)
+        # say what was skipped or looks wrong: one line per notice at the end of the run (CLI) and in
+        # summary.json (run_info.notices), also when the records come from the cache
+        notices = [n for rec in (masks, recon) if rec is not None for n in getattr(rec, "notices", ())]
         run_info = {"run_id": self.run_id, "config_hash": self.recipe.digest(), "recipe": self.recipe.to_dict(),
-                    "keys": dict(self.keys),
+                    "keys": dict(self.keys), "notices": notices,
                     "n_frames": frames.n_frames, "size_hw": list(frames.size_hw), "source": frames.source}
         self.run_exporters(ExportInputs(frames=frames, reconstruction=recon, out_dir=self.out_dir, init=init,
                                         masks=masks, predictions=preds, run_info=run_info))
-        return RunResult(self.run_id, self.out_dir, self.store.location, self.recipe, frames, recon, self.reports)
+        return RunResult(self.run_id, self.out_dir, self.store.location, self.recipe, frames, recon, self.reports,
+                         notices)
 
 
 def versions(registry: Registry) -> dict[str, str]:

@@ -195,12 +195,16 @@ class DynamicMasks(Record):
     error: optional (F, H, W) float32 in [0, 1], the per-pixel evidence the mask was thresholded
         from (e.g. normalised flow residual), a ground-truth-free quality signal.
     source: "flow", "user", "sam2", ... (how the mask was made; exporters dilate user masks more).
+    confidence: optional (F,) float32 in [0, 1], a ground-truth-free per-frame confidence in the mask.
+    notices: one-line warnings the runner shows at the end of the run (e.g. masks empty on some frames).
     """
 
-    DIMS: ClassVar[dict[str, str]] = {"dynamic": "F H W", "error": "F H W"}
+    DIMS: ClassVar[dict[str, str]] = {"dynamic": "F H W", "error": "F H W", "confidence": "F"}
     dynamic: ArrayLike
     error: Optional[ArrayLike] = None
     source: str = "flow"
+    confidence: Optional[ArrayLike] = None
+    notices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -215,12 +219,17 @@ class Reconstruction(Record):
     pts3d_world: (F, H, W, 3) float32, each frame's pointmap in the world frame, at its own time.
     dynamic: (F, H, W) bool, the dynamic mask used (all False when none).
     loss_history: optional (I, T) float32, per-iteration value of each loss term (``loss_names``).
+    frame_quality: optional (F, Q) float32, ground-truth-free per-frame quality signals
+        (``quality_names``, e.g. alignment residual, flow residual on static pixels, confidence).
+    run_summary: optional JSON-able dict the aligner writes about its run (terms active or skipped
+        and why, final term values, worst frames); see docs/global-aligner.md.
+    notices: one-line messages the runner shows at the end of the run (skipped terms, worst frames).
     """
 
     DIMS: ClassVar[dict[str, str]] = {
         "world_from_cam": "F 4 4", "intrinsics": "F 3 3", "intrinsics_original": "F 3 3",
         "depth": "F H W", "conf": "F H W", "pts3d_world": "F H W 3", "dynamic": "F H W",
-        "loss_history": "I T",
+        "loss_history": "I T", "frame_quality": "F Q",
     }
     DTYPES: ClassVar[dict[str, str]] = {
         "world_from_cam": "float64", "intrinsics": "float64", "intrinsics_original": "float64",
@@ -234,6 +243,10 @@ class Reconstruction(Record):
     dynamic: ArrayLike
     loss_history: Optional[ArrayLike] = None
     loss_names: tuple[str, ...] = ()
+    frame_quality: Optional[ArrayLike] = None
+    quality_names: tuple[str, ...] = ()
+    run_summary: Optional[dict[str, Any]] = None
+    notices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

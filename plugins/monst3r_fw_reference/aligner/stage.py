@@ -118,6 +118,7 @@ class MonST3RGlobalAligner(GlobalAligner):
     def run(self, inputs: AlignerInputs, ctx: RunContext) -> Reconstruction:
         from .data import FlowLookup, is_symmetric
         from .optimize import LOSS_NAMES
+        from .quality import QUALITY_NAMES, run_summary, summary_lines
 
         cfg = self.config
         if cfg.window_overlap >= cfg.window_size:
@@ -149,12 +150,13 @@ class MonST3RGlobalAligner(GlobalAligner):
         init_depth = np.asarray(inputs.init.depth, np.float32)
         with _threads(cfg.threads):
             if mode == "batched" or n_frames <= cfg.window_size:
-                c2w, k, depth, conf, history = self._batched(
+                c2w, k, depth, conf, history, quality = self._batched(
                     inputs, np.arange(n_frames), np.arange(len(pairs)), use_flow, lookup, symmetric,
                     init_c2w, init_k, init_depth, ctx)
             else:
-                c2w, k, depth, conf, history = self._windowed(
+                c2w, k, depth, conf, history, quality = self._windowed(
                     inputs, pairs, use_flow, lookup, init_c2w, init_k, init_depth, ctx)
+        summary = run_summary(history, cfg, quality, use_flow=use_flow, flow_available=inputs.flow is not None)
         dynamic = (np.zeros(depth.shape, bool) if inputs.masks is None else np.asarray(inputs.masks.dynamic, bool))
         h, w = size_hw
         pts = _world_points(c2w, k, depth, 1).reshape(n_frames, h, w, 3).numpy().astype(np.float32)
@@ -162,6 +164,8 @@ class MonST3RGlobalAligner(GlobalAligner):
             world_from_cam=c2w, intrinsics=k, intrinsics_original=frames.original_from_network()[None] @ k,
             depth=depth, conf=conf, pts3d_world=pts, dynamic=dynamic,
             loss_history=history, loss_names=LOSS_NAMES,
+            frame_quality=quality, quality_names=QUALITY_NAMES, run_summary=summary,
+            notices=tuple(summary_lines(summary)),
         )
 
     # ------------------------------------------------------------------------------------------
@@ -169,6 +173,7 @@ class MonST3RGlobalAligner(GlobalAligner):
                  params_hook=None):
         from .data import load_problem
         from .optimize import frame_conf, optimise, solver_steps
+        from .quality import frame_quality
 
         cfg = self.config
         problem = load_problem(
@@ -180,7 +185,7 @@ class MonST3RGlobalAligner(GlobalAligner):
         c2w, k, depth = _results(params)
         h, w = problem.size_hw
         conf = frame_conf(problem).reshape(-1, h, w).numpy()
-        return c2w, k, depth, conf, history
+        return c2w, k, depth, conf, history, frame_quality(problem, params, cfg)
 
     def window_starts(self, n_frames: int) -> list[int]:
         """First frame of each window (the last one ends at the last frame)."""
@@ -196,12 +201,15 @@ class MonST3RGlobalAligner(GlobalAligner):
         from .data import is_symmetric
 
         cfg = self.config
+        from .quality import QUALITY_NAMES
+
         n_frames = len(init_c2w)
         h, w = init_depth.shape[1:]
         out_c2w = np.zeros((n_frames, 4, 4))
         out_k = np.zeros((n_frames, 3, 3))
         out_depth = np.zeros((n_frames, h, w), np.float32)
         out_conf = np.zeros((n_frames, h, w), np.float32)
+        out_quality = np.zeros((n_frames, len(QUALITY_NAMES)), np.float32)
         histories = []
         prev_end = 0
         step = max(1, (h * w) // 4096)
@@ -228,7 +236,7 @@ class MonST3RGlobalAligner(GlobalAligner):
                 if cfg.shared_focal:
                     k0[n_ov:, 0, 0] = k0[n_ov:, 1, 1] = out_k[ov, 0, 0].mean()
             sym = is_symmetric(pairs[rows])
-            c2w, k, depth, conf, hist = self._batched(inputs, ids, rows, use_flow, lookup, sym, c2w0, k0, d0, ctx)
+            c2w, k, depth, conf, hist, quality = self._batched(inputs, ids, rows, use_flow, lookup, sym, c2w0, k0, d0, ctx)
             histories.append(hist)
             new = slice(0, cfg.window_size)
             if widx > 0:
@@ -243,9 +251,10 @@ class MonST3RGlobalAligner(GlobalAligner):
                 new = slice(n_ov, cfg.window_size)
             gids = ids[new]
             out_c2w[gids], out_k[gids], out_depth[gids], out_conf[gids] = c2w[new], k[new], depth[new], conf[new]
+            out_quality[gids] = quality[new]  # alignment residual is relative to depth: unchanged by the Sim(3)
             ctx.log(f"monst3r_ga: window {widx} frames [{start}, {end}) with {len(rows)} edges done")
             prev_end = end
-        return out_c2w, out_k, out_depth, out_conf, np.concatenate(histories, axis=0)
+        return out_c2w, out_k, out_depth, out_conf, np.concatenate(histories, axis=0), out_quality
 
 
 STAGES = (MonST3RGlobalAligner,)

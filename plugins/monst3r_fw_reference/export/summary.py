@@ -44,6 +44,17 @@ def _stats(scene: SceneArrays, dyn: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _finite(value: Any) -> Any:
+    """JSON-safe copy: NaN / inf become None (summary.json is written with allow_nan=False)."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 class SummaryConfig(StageConfig):
     type: Literal["summary"] = "summary"
     statistics: bool = Field(True, description="Add depth/confidence/mask/camera-path statistics (reads the depth and confidence maps).")
@@ -78,6 +89,15 @@ class SummaryExporter(AtomicExporter):
             "has_masks": inputs.masks is not None,
             "loss_names": list(inputs.reconstruction.loss_names),
         }
+        # what the stages reported about themselves (docs/exporters.md: summary.json)
+        recon = inputs.reconstruction
+        summary["notices"] = list(info.get("notices", []))
+        summary["aligner"] = _finite(recon.run_summary) if recon.run_summary else None
+        if recon.frame_quality is not None:
+            q = np.asarray(recon.frame_quality, np.float64)
+            summary["frame_quality"] = {name: _finite(q[:, k].tolist()) for k, name in enumerate(recon.quality_names)}
+        if inputs.masks is not None and inputs.masks.confidence is not None:
+            summary["mask_confidence"] = _finite(np.asarray(inputs.masks.confidence, np.float64).tolist())
         if self.config.statistics:
             dyn, _ = dynamic_masks(inputs, scene, f"exporter {self.name}")
             summary["statistics"] = _stats(scene, dyn)

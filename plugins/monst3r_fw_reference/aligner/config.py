@@ -45,6 +45,10 @@ class MonST3RGAConfig(StageConfig):
     window_size: int = Field(40, ge=3, description="Frames per window in windowed mode.")
     window_overlap: int = Field(16, ge=1, description="Frames shared by consecutive windows.")
     max_memory_gb: float = Field(6.0, gt=0, description="auto mode: use windows when the batched estimate exceeds this.")
+    translation_gradient: Literal["smooth", "official"] = Field(
+        "smooth", description="Camera translations are parametrised as sign(p) (exp|p| - 1); 'official' lets "
+        "autograd give that 0 gradient at exactly p = 0, so the origin frame of the initialisation can never "
+        "move (a spike in the trajectory); 'smooth' uses the true derivative there (same values).")
     threads: int = Field(0, ge=0, le=1024, description="torch CPU threads during the optimisation (0: leave as is).")
     smoothness_mode: Literal["motion", "velocity"] = Field(
         "motion", description="motion: official ||R_rel - I|| + w ||t_rel|| (penalises motion itself); velocity: the same "

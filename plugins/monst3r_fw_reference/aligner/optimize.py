@@ -104,6 +104,7 @@ def build_params(problem: AlignProblem, cfg: MonST3RGAConfig, chunk: int = 64) -
     params = SceneParams(
         problem.n_frames, (h, w), problem.n_edges, shared_focal=cfg.shared_focal, focal_break=cfg.focal_break,
         pw_break=cfg.pw_break, base_scale=cfg.base_scale, fixed=fixed, norm_pw_scale=not cfg.fix_poses,
+        smooth_at_zero=cfg.translation_gradient == "smooth",
     )
     k = problem.intrinsics
     focals = 0.5 * (k[:, 0, 0] + k[:, 1, 1])

@@ -31,11 +31,27 @@ def signed_expm1(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.expm1(x.abs())
 
 
-def poses_from_params(params: torch.Tensor) -> torch.Tensor:
-    """(N, >=7) [qx, qy, qz, qw, a, b, c, ...] -> (N, 4, 4) rigid transforms (quaternion normalised)."""
+def signed_expm1_smooth(x: torch.Tensor) -> torch.Tensor:
+    """The same values as :func:`signed_expm1`, with the true derivative exp(|x|) also at x = 0.
+
+    Autograd differentiates ``sign(x) * expm1(|x|)`` as 0 at exactly x = 0 (sign' = 0 and
+    sign(0) = 0), so a translation component that starts at exactly 0 can never move. The pose
+    solver puts the world origin at one frame (identity pose), so with the official form that frame's
+    camera centre stays pinned at the origin while every other camera moves and the scene rescales:
+    the "spike" of the origin frame in aligned trajectories (docs/global-aligner.md).
+    """
+    return torch.where(x >= 0, torch.expm1(x.clamp_min(0)), -torch.expm1((-x).clamp_min(0)))
+
+
+def poses_from_params(params: torch.Tensor, smooth_at_zero: bool = False) -> torch.Tensor:
+    """(N, >=7) [qx, qy, qz, qw, a, b, c, ...] -> (N, 4, 4) rigid transforms (quaternion normalised).
+
+    ``smooth_at_zero``: translation by :func:`signed_expm1_smooth` (gradient 1 at 0) instead of the
+    official :func:`signed_expm1` (gradient 0 at exactly 0); values are identical.
+    """
     quat = params[:, :4]
     rot = roma.unitquat_to_rotmat(quat / quat.norm(dim=-1, keepdim=True))
-    trans = signed_expm1(params[:, 4:7])
+    trans = (signed_expm1_smooth if smooth_at_zero else signed_expm1)(params[:, 4:7])
     out = torch.zeros(params.shape[0], 4, 4, dtype=params.dtype, device=params.device)
     out[:, :3, :3] = rot
     out[:, :3, 3] = trans
@@ -85,7 +101,7 @@ class SceneParams(nn.Module):
     def __init__(
         self, n_frames: int, size_hw: tuple[int, int], n_edges: int, *, shared_focal: bool = True,
         focal_break: float = 20.0, pw_break: float = 20.0, base_scale: float = 0.5,
-        fixed: Optional[FixedParts] = None, norm_pw_scale: bool = True,
+        fixed: Optional[FixedParts] = None, norm_pw_scale: bool = True, smooth_at_zero: bool = False,
     ) -> None:
         super().__init__()
         fixed = fixed or FixedParts()
@@ -98,6 +114,7 @@ class SceneParams(nn.Module):
         self.pw_break = float(pw_break)
         self.base_scale = float(base_scale)
         self.norm_pw_scale = bool(norm_pw_scale)
+        self.smooth_at_zero = bool(smooth_at_zero)
         self.im_logdepth = nn.Parameter(torch.zeros(n_frames, h * w), requires_grad=not fixed.depth)
         self.im_poses = nn.Parameter(torch.zeros(n_frames, 7), requires_grad=not fixed.poses)
         n_focal = 1 if shared_focal else n_frames
@@ -132,7 +149,7 @@ class SceneParams(nn.Module):
 
     def world_from_cam(self) -> torch.Tensor:
         """(F, 4, 4) camera-to-world poses."""
-        return poses_from_params(self.im_poses)
+        return poses_from_params(self.im_poses, self.smooth_at_zero)
 
     def depth(self) -> torch.Tensor:
         """(F, H*W) z-depth."""

@@ -1,0 +1,168 @@
+"""Pieces of the flow-residual motion mask that keep working when the camera follows the subject.
+
+Why each piece exists (measured on DAVIS clips at 256x144 with DIS flow, see docs/masks.md):
+
+* **Trustworthy pairs.** DIS flow fails as the displacement grows: the forward-backward consistent
+  fraction of the pixels falls from 0.85-0.97 at a frame gap of 1 to 0.11-0.51 at a gap of 9 on
+  clips where the camera pans after the subject. Residuals of far pairs are mostly flow error, so
+  pairs are limited to a gap and weighted by their consistent fraction.
+* **Camera motion fitted to the static part.** A RANSAC homography takes the *dominant* motion;
+  when the camera follows a subject that fills much of the view, the subject (nearly still in the
+  image) can win and the background is flagged. :func:`camera_flow_homography` with
+  ``background="border"`` fits a second model to what the first leaves out and keeps the one that
+  explains more of the image border, where the static scene is (a followed subject sits inside).
+* **Evidence where the subject is.** Non-rigid, fast subjects are exactly where the flow is
+  forward-backward inconsistent; leaving those pixels out leaves frames with no evidence on the
+  subject (empty masks). The residual is counted at every pixel whose flow stays in the image.
+* **Temporal and spatial coherence.** :func:`temporal_average` averages each frame's residual map
+  with its neighbours' maps warped by the flow; :func:`remove_small_components` drops specks.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal, Optional
+
+import numpy as np
+
+__all__ = ["camera_flow_homography", "temporal_average", "remove_small_components", "mask_confidence",
+           "mask_notices"]
+
+
+def _pixel_grid(h: int, w: int) -> np.ndarray:
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.stack([xs, ys], -1)
+
+
+def _fit(p1: np.ndarray, p2: np.ndarray, ransac_px: float, points: int, rng: np.random.Generator) -> Optional[np.ndarray]:
+    import cv2
+
+    if len(p1) < 8:
+        return None
+    idx = rng.choice(len(p1), min(points, len(p1)), replace=False)
+    hom, _ = cv2.findHomography(p1[idx], p2[idx], cv2.RANSAC, ransac_px)
+    return hom
+
+
+def _warp_flow(hom: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    import cv2
+
+    h, w = grid.shape[:2]
+    return (cv2.perspectiveTransform(grid.reshape(-1, 1, 2), hom).reshape(h, w, 2) - grid).astype(np.float32)
+
+
+def camera_flow_homography(
+    f_12: np.ndarray, valid: np.ndarray, *, ransac_px: float, points: int, seed: int,
+    background: Literal["dominant", "border"] = "dominant", border_px: int = 8, min_second: float = 0.1,
+) -> np.ndarray:
+    """Camera-induced flow (H, W, 2) float32 of image 1 -> 2 as a homography fitted to the static part.
+
+    Args:
+        f_12: (H, W, 2) float32 flow in pixels.
+        valid: (H, W) bool correspondences usable for fitting (consistent, inside image 2).
+        background: 'dominant': the RANSAC model with the most support; 'border': also fit a second
+            model to the valid pixels the first leaves out (when they are at least ``min_second`` of
+            the valid pixels) and keep the model that explains more valid pixels within
+            ``border_px`` of the image border.
+    Returns:
+        ``H(x) - x`` per pixel; zeros if fewer than 8 valid pixels or RANSAC fails.
+    """
+    h, w = f_12.shape[:2]
+    grid = _pixel_grid(h, w)
+    rng = np.random.default_rng(seed)
+    p1 = grid[valid]
+    hom = _fit(p1, p1 + f_12[valid], ransac_px, points, rng)
+    if hom is None:
+        return np.zeros((h, w, 2), np.float32)
+    ego = _warp_flow(hom, grid)
+    if background == "dominant":
+        return ego
+    res1 = np.linalg.norm(f_12 - ego, axis=-1)
+    rest = valid & (res1 > 2 * ransac_px)
+    if rest.sum() < max(8, min_second * valid.sum()):
+        return ego
+    q1 = grid[rest]
+    hom2 = _fit(q1, q1 + f_12[rest], ransac_px, points, rng)
+    if hom2 is None:
+        return ego
+    ego2 = _warp_flow(hom2, grid)
+    res2 = np.linalg.norm(f_12 - ego2, axis=-1)
+    border = np.ones((h, w), bool)
+    border[border_px:h - border_px, border_px:w - border_px] = False
+    support1 = int((valid & border & (res1 < ransac_px)).sum())
+    support2 = int((valid & border & (res2 < ransac_px)).sum())
+    return ego2 if support2 > support1 else ego
+
+
+def temporal_average(err: np.ndarray, flow_to: Callable[[int, int], Optional[np.ndarray]], radius: int) -> np.ndarray:
+    """Average each frame's (F, H, W) map with its neighbours' within ``radius`` frames, each warped
+    into the frame by the flow ``flow_to(t, u)`` ((H, W, 2) t -> u, or None when absent)."""
+    import cv2
+
+    if radius <= 0:
+        return err
+    n, h, w = err.shape
+    grid = _pixel_grid(h, w)
+    acc = err.astype(np.float32).copy()
+    cnt = np.ones((n, 1, 1), np.float32)
+    for t in range(n):
+        for u in range(max(0, t - radius), min(n, t + radius + 1)):
+            f = None if u == t else flow_to(t, u)
+            if f is None:
+                continue
+            m = grid + f
+            acc[t] += cv2.remap(err[u].astype(np.float32), m[..., 0], m[..., 1], cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+            cnt[t] += 1
+    return acc / cnt
+
+
+def remove_small_components(mask: np.ndarray, min_fraction: float) -> np.ndarray:
+    """Drop 8-connected components smaller than ``min_fraction`` of the frame from (F, H, W) bool masks."""
+    import cv2
+
+    if min_fraction <= 0:
+        return mask
+    n, h, w = mask.shape
+    out = np.empty_like(mask, dtype=bool)
+    for k, m in enumerate(mask.astype(np.uint8)):
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+        keep = stats[:, cv2.CC_STAT_AREA] >= min_fraction * h * w
+        keep[0] = False
+        out[k] = keep[labels]
+    return out
+
+
+def mask_confidence(err: np.ndarray, threshold: float, evidence: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(F,) float32 in [0, 1]: how much to trust each frame's mask, without ground truth.
+
+    The product of: how decided the pixels are (1 - the fraction whose score lies within 0.15 of the
+    threshold), how much trustworthy evidence the frame had (its summed pair weight, relative to the
+    best-covered frame) and plausibility (0 for an empty mask or one covering over half the frame,
+    ramping to 1 between 0.1 % and 0.5 % and between 40 % and 50 % coverage).
+    """
+    n = len(err)
+    flat = err.reshape(n, -1)
+    decided = 1.0 - (np.abs(flat - threshold) < 0.15).mean(1)
+    ev = evidence.reshape(n, -1).mean(1)
+    coverage = ev / max(float(ev.max()), 1e-12)
+    area = mask.reshape(n, -1).mean(1)
+    plaus = np.clip((area - 0.001) / 0.004, 0, 1) * np.clip((0.5 - area) / 0.1, 0, 1)
+    return (decided * coverage * plaus).astype(np.float32)
+
+
+def mask_notices(mask: np.ndarray, name: str = "mask_builder") -> tuple[str, ...]:
+    """One line when some frames' masks are empty or cover most of the frame (else nothing)."""
+    n = len(mask)
+    area = mask.reshape(n, -1).mean(1)
+    empty = np.flatnonzero(area < 0.001)
+    large = np.flatnonzero(area > 0.5)
+    parts = []
+    if len(empty):
+        parts.append(f"empty on {len(empty)} of {n} frames (e.g. {', '.join(map(str, empty[:5].tolist()))})")
+    if len(large):
+        parts.append(f"covering over half the frame on {len(large)} of {n} frames "
+                     f"(e.g. {', '.join(map(str, large[:5].tolist()))})")
+    if not parts:
+        return ()
+    return (f"{name}: dynamic mask {' and '.join(parts)}; per-frame mask confidence is in the report "
+            "(summary.json mask_confidence); moving objects there are not masked out of the static scene",)

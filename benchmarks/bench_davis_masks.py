@@ -36,7 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 DAVIS = (REPO / ".." / "shared" / "data" / "davis").resolve()
 OFFICIAL = ["stages.mask_builder.type=flow_static", "stages.mask_builder.pose_source=pair",
             "stages.mask_builder.valid_pixels=all", "stages.mask_builder.normalisation=minmax",
-            "stages.mask_builder.threshold=0.35", "stages.mask_builder.morph_radius=0"]
+            "stages.mask_builder.threshold=0.35", "stages.mask_builder.morph_radius=0",
+            "stages.mask_builder.background_model=dominant", "stages.mask_builder.pair_weight_power=0",
+            "stages.mask_builder.evidence_pixels=valid", "stages.mask_builder.median_floor_px=0",
+            "stages.mask_builder.temporal_radius=0", "stages.mask_builder.min_component=0"]
 
 
 def iou(pred: np.ndarray, gt: np.ndarray) -> float:

@@ -54,6 +54,9 @@ from monst3r_framework.stages import (
     StageConfig,
 )
 
+from ..motion_segmentation import (
+    camera_flow_homography, mask_confidence, mask_notices, remove_small_components, temporal_average,
+)
 from ..pose import pnp_world_from_cam, principal_point
 
 __all__ = ["FlowStaticConfig", "FlowStaticMask", "flow_residual_maps", "STAGES"]
@@ -94,6 +97,25 @@ class FlowStaticConfig(StageConfig):
                                    "consistent correspondences per pair fed to RANSAC.")
     morph_radius: int = Field(0, ge=0, le=64, description="Opening then closing of the final mask with a "
                               "(2r+1)^2 square; 0 = none (official).")
+    background_model: Literal["dominant", "border"] = Field(
+        "dominant", description="pose_source homography: 'dominant' = the RANSAC model with most support; 'border' = "
+        "also fit the motion the first model leaves out and keep the model that explains more of the image "
+        "border (the static scene when the camera follows a subject that fills the view).")
+    max_pair_gap: Optional[int] = Field(None, ge=1, description="Use only pairs at most this many frames apart "
+                                        "(DIS flow fails as displacement grows); null = all pairs (official).")
+    pair_weight_power: float = Field(0.0, ge=0, le=10, description="Weight each pair's residual map by its "
+                                     "forward-backward consistent pixel fraction to this power (0 = equal weights, "
+                                     "official); pairs whose flow failed count less.")
+    evidence_pixels: Literal["valid", "in_view"] = Field(
+        "valid", description="valid_pixels fb_consistent: pixels whose residual enters the per-frame mean: 'valid' "
+        "(consistent ones) or 'in_view' (every pixel whose flow stays in the other image: fast non-rigid "
+        "subjects are forward-backward inconsistent, so 'valid' leaves them without evidence).")
+    median_floor_px: float = Field(0.0, ge=0, le=1000, description="normalisation median: lower bound in pixels of "
+                                   "the scale median_scale * median (a near-perfect fit would make noise dynamic).")
+    temporal_radius: int = Field(0, ge=0, le=10, description="Average each frame's residual map with those of the "
+                                 "frames within this radius, warped by the flow; 0 = off (official).")
+    min_component: float = Field(0.0, ge=0, le=0.5, description="Drop connected mask components smaller than this "
+                                 "fraction of the frame; 0 = keep all (official).")
 
 
 def _normalise(err: torch.Tensor) -> torch.Tensor:
@@ -119,8 +141,18 @@ def _normalise_valid(err: torch.Tensor, valid: torch.Tensor, cfg: FlowStaticConf
         return torch.where(valid.any(dim=(1, 2), keepdim=True), out.clamp(0, 1), torch.zeros_like(err))
     flat = torch.where(valid, err, torch.nan).flatten(1)
     med = torch.nanmedian(flat, dim=1).values.nan_to_num(0.0)[:, None, None]
-    scale = (cfg.median_scale * med).clamp_min(1e-6)
+    scale = (cfg.median_scale * med).clamp_min(max(1e-6, cfg.median_floor_px))
     return err / (err + scale)
+
+
+def _in_view(f_12: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) bool: the flow (B, H, W, 2) lands inside the other image."""
+    import torch
+
+    _, h, w, _ = f_12.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=f_12.dtype), torch.arange(w, dtype=f_12.dtype), indexing="ij")
+    x2, y2 = xs + f_12[..., 0], ys + f_12[..., 1]
+    return (x2 >= 0) & (x2 <= w - 1) & (y2 >= 0) & (y2 <= h - 1)
 
 
 def _valid_pixels(f_12: torch.Tensor, f_21: torch.Tensor, fb_threshold_px: float) -> torch.Tensor:
@@ -216,7 +248,7 @@ def _intrinsics(f: np.ndarray, pp: tuple[float, float]) -> torch.Tensor:
 
 def flow_residual_maps(
     frames: FrameSet, predictions: Optional[PairPredictions], flow: FlowField, cfg: FlowStaticConfig,
-    cameras: Optional[CameraTrajectory] = None, ctx: Optional[RunContext] = None,
+    cameras: Optional[CameraTrajectory] = None, ctx: Optional[RunContext] = None, evidence: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """Per-frame mean of per-pair min-max-normalised ``||ego flow - flow||`` maps.
 
@@ -234,6 +266,8 @@ def flow_residual_maps(
 
     if cfg.pose_source == "homography":
         edges = sorted({(min(i, j), max(i, j)) for i, j in np.asarray(flow.pairs, np.int64).tolist() if i != j})
+        if cfg.max_pair_gap is not None:
+            edges = [(a, b) for a, b in edges if b - a <= cfg.max_pair_gap]
         views = {}
     elif cfg.pose_source == "solver":
         if cameras is None:
@@ -301,10 +335,14 @@ def flow_residual_maps(
         if cfg.pose_source == "homography":
             va, vb = valid_a.numpy(), valid_b.numpy()
             ego_ab = torch.from_numpy(np.stack([
-                _homography_flow(f_ab[m].numpy(), va[m], cfg, ctx.seed + 7919 * a + b)
+                camera_flow_homography(f_ab[m].numpy(), va[m], ransac_px=cfg.homography_ransac_px,
+                                       points=cfg.homography_points, seed=ctx.seed + 7919 * a + b,
+                                       background=cfg.background_model)
                 for m, (a, b) in enumerate(chunk)])).permute(0, 3, 1, 2)
             ego_ba = torch.from_numpy(np.stack([
-                _homography_flow(f_ba[m].numpy(), vb[m], cfg, ctx.seed + 7919 * b + a)
+                camera_flow_homography(f_ba[m].numpy(), vb[m], ransac_px=cfg.homography_ransac_px,
+                                       points=cfg.homography_points, seed=ctx.seed + 7919 * b + a,
+                                       background=cfg.background_model)
                 for m, (a, b) in enumerate(chunk)])).permute(0, 3, 1, 2)
         else:
             # float32 as the official code (the residual is normalised per pair, so precision is ample)
@@ -323,13 +361,28 @@ def flow_residual_maps(
                 valid_a = valid_b = torch.ones_like(res_a, dtype=torch.bool)
             err_a = _normalise_valid(res_a, valid_a, cfg).numpy()
             err_b = _normalise_valid(res_b, valid_b, cfg).numpy()
-            w_a, w_b = valid_a.numpy(), valid_b.numpy()
+            w_a, w_b = valid_a.numpy().astype(np.float64), valid_b.numpy().astype(np.float64)
+            if cfg.pair_weight_power > 0:  # pairs whose flow failed (few consistent pixels) count less
+                w_a = w_a * (w_a.mean(axis=(1, 2), keepdims=True) ** cfg.pair_weight_power)
+                w_b = w_b * (w_b.mean(axis=(1, 2), keepdims=True) ** cfg.pair_weight_power)
+            if cfg.evidence_pixels == "in_view" and cfg.valid_pixels == "fb_consistent":
+                f_a = w_a.reshape(len(chunk), -1).max(1)[:, None, None]
+                f_b = w_b.reshape(len(chunk), -1).max(1)[:, None, None]
+                w_a = _in_view(f_ab).numpy() * f_a
+                w_b = _in_view(f_ba).numpy() * f_b
         for m, (a, b) in enumerate(chunk):
             total[a] += err_a[m] * w_a[m]
             total[b] += err_b[m] * w_b[m]
             count[a] += w_a[m]
             count[b] += w_b[m]
-    return (total / np.maximum(count, 1)).astype(np.float32)
+    if evidence is not None:
+        evidence[...] = count
+    err = (total / np.maximum(count, 1e-12)).astype(np.float32)
+    if cfg.temporal_radius > 0:
+        def flow_to(t: int, u: int) -> Optional[np.ndarray]:
+            return get_flow(t, u)
+        err = temporal_average(err, flow_to, cfg.temporal_radius)
+    return err
 
 
 class FlowStaticMask(MaskBuilder):
@@ -348,9 +401,14 @@ class FlowStaticMask(MaskBuilder):
         if inputs.flow is None:
             raise StageError("mask_builder flow_static: needs optical flow; enable a flow_estimator "
                              "(e.g. type: opencv_dis) in the recipe")
-        err = flow_residual_maps(inputs.frames, inputs.predictions, inputs.flow, self.config, inputs.cameras, ctx)
-        return DynamicMasks(dynamic=_clean(err > self.config.threshold, self.config.morph_radius), error=err,
-                            source="flow")
+        cfg = self.config
+        n, (h, w) = inputs.frames.n_frames, inputs.frames.size_hw
+        evidence = np.zeros((n, h, w), np.float64)
+        err = flow_residual_maps(inputs.frames, inputs.predictions, inputs.flow, cfg, inputs.cameras, ctx, evidence)
+        dynamic = remove_small_components(_clean(err > cfg.threshold, cfg.morph_radius), cfg.min_component)
+        return DynamicMasks(dynamic=dynamic, error=err, source="flow",
+                            confidence=mask_confidence(err, cfg.threshold, evidence, dynamic),
+                            notices=mask_notices(dynamic))
 
 
 def _clean(mask: np.ndarray, radius: int) -> np.ndarray:

@@ -1,0 +1,79 @@
+"""Flow-residual masks when the camera follows a subject that fills much of the view: the camera
+motion must come from the static part (image border), not from the dominant motion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from monst3r_fw_reference.motion_segmentation import (
+    camera_flow_homography, mask_confidence, mask_notices, remove_small_components, temporal_average,
+)
+
+H, W = 72, 128
+
+
+def _following_camera_flow(subject_fraction: float):
+    """Background pans 6 px right per frame; a centred subject (kept still by the camera) has zero flow."""
+    flow = np.zeros((H, W, 2), np.float32)
+    flow[..., 0] = 6.0
+    ys, xs = np.mgrid[0:H, 0:W]
+    half_w = int(W * np.sqrt(subject_fraction) / 2)
+    half_h = int(H * np.sqrt(subject_fraction) / 2)
+    subject = (np.abs(ys - H / 2) < half_h) & (np.abs(xs - W / 2) < half_w)
+    flow[subject] = 0.0
+    valid = np.ones((H, W), bool)
+    valid[:, -6:] = False  # background flow leaves the image on the right
+    return flow, subject, valid
+
+
+@pytest.mark.parametrize("fraction", [0.55, 0.7])
+def test_border_model_picks_the_background_when_the_subject_dominates(fraction):
+    flow, subject, valid = _following_camera_flow(fraction)
+    assert (subject & valid).sum() > (~subject & valid).sum()  # the subject is the dominant motion
+    dominant = camera_flow_homography(flow, valid, ransac_px=1.0, points=3000, seed=0, background="dominant")
+    border = camera_flow_homography(flow, valid, ransac_px=1.0, points=3000, seed=0, background="border")
+    res_dom = np.linalg.norm(flow - dominant, axis=-1)
+    res_bor = np.linalg.norm(flow - border, axis=-1)
+    # dominant model = the subject's (zero) motion: the background gets the large residual
+    assert np.median(res_dom[subject]) < 0.5 and np.median(res_dom[~subject]) > 5.0
+    # border model = the camera's motion: the subject gets the residual
+    assert np.median(res_bor[~subject]) < 0.5 and np.median(res_bor[subject]) > 5.0
+
+
+def test_border_model_equals_dominant_when_background_dominates():
+    flow, subject, valid = _following_camera_flow(0.1)
+    a = camera_flow_homography(flow, valid, ransac_px=1.0, points=3000, seed=0, background="dominant")
+    b = camera_flow_homography(flow, valid, ransac_px=1.0, points=3000, seed=0, background="border")
+    assert np.allclose(a, b) and np.allclose(a[..., 0], 6.0, atol=1e-3)
+
+
+def test_temporal_average_warps_neighbours_with_the_flow():
+    err = np.zeros((3, H, W), np.float32)
+    err[0, 10:20, 10:20] = 1.0
+    err[1, 10:20, 14:24] = 1.0  # the object moved 4 px right between frames 0 and 1
+    shift = np.zeros((H, W, 2), np.float32)
+    shift[..., 0] = 4.0
+
+    def flow_to(t, u):
+        return shift * (u - t)
+
+    out = temporal_average(err, flow_to, 1)
+    # frame 0 sees frame 1's blob warped back onto its own: full agreement inside the blob
+    assert out[0, 12:18, 12:18].min() == pytest.approx(1.0)
+    assert out[0, 30:, 30:].max() == 0.0
+
+
+def test_small_components_and_notices():
+    m = np.zeros((4, H, W), bool)
+    m[0, 5:25, 5:25] = True      # 400 px = 4.3 % of the frame
+    m[0, 50, 100] = True         # a speck
+    m[2] = True                  # whole frame
+    cleaned = remove_small_components(m, 0.003)
+    assert cleaned[0, 5:25, 5:25].all() and not cleaned[0, 50, 100]
+    notices = mask_notices(cleaned)
+    assert len(notices) == 1
+    assert "empty on 2 of 4 frames (e.g. 1, 3)" in notices[0] and "over half the frame on 1 of 4 frames (e.g. 2)" in notices[0]
+    assert mask_notices(cleaned[:1]) == ()
+    conf = mask_confidence(np.where(cleaned, 0.9, 0.1).astype(np.float32), 0.5, np.ones((4, H, W)), cleaned)
+    assert conf[0] > 0.9 and conf[1] == 0.0 and conf[2] == 0.0

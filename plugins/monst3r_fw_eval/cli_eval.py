@@ -150,7 +150,13 @@ def register(app: typer.Typer) -> None:
         res = evaluate_run(run_dir, gt, dataset=dataset, seq=seq, pose_align=pose_align,
                            depth_align=_depth_aligns(depth_align))
         (Path(run_dir) / "metrics.json").write_text(json.dumps(_jsonable(res), indent=1, allow_nan=False))
-        _out.print(metrics_table([res], f"{dataset}: {res['sequence']} (poses: {pose_align} aligned)"))
+        if "ate" in res or "abs_rel" in res:
+            _out.print(metrics_table([res], f"{dataset}: {res['sequence']} (poses: {pose_align} aligned)"))
+        if "masks" in res:
+            m = res["masks"]
+            _out.print(f"{dataset}: {res['sequence']} dynamic masks over {len(m['J_per_frame'])} frames at the "
+                       f"original resolution: IoU (J) {m['J_mean']:.4f}  F {m['F_mean']:.4f}  J&F {m['JF_mean']:.4f}  "
+                       f"(all-frames IoU {m['iou_all']:.4f})", soft_wrap=True)
         _out.print(f"wrote {Path(run_dir) / 'metrics.json'}")
 
     @app.command("eval-suite")

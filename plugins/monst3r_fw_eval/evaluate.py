@@ -23,13 +23,20 @@ __all__ = ["RunPredictions", "load_run_predictions", "read_monst3r_layout", "eva
 
 
 class RunPredictions:
-    """world_from_cam (N, 4, 4) float64, depth (N, h, w) float32, frame_index (N,) int64, source str."""
+    """world_from_cam (N, 4, 4) float64, depth (N, h, w) float32, frame_index (N,) int64, source str;
+    optionally dynamic (N, h, w) bool masks at network resolution with the FrameSet's
+    network_from_original (3x3) and original_hw, to score them at the original resolution."""
 
-    def __init__(self, world_from_cam: np.ndarray, depth: Optional[np.ndarray], frame_index: np.ndarray, source: str):
+    def __init__(self, world_from_cam: np.ndarray, depth: Optional[np.ndarray], frame_index: np.ndarray, source: str,
+                 dynamic: Optional[np.ndarray] = None, network_from_original: Optional[np.ndarray] = None,
+                 original_hw: Optional[tuple[int, int]] = None):
         self.world_from_cam = world_from_cam
         self.depth = depth
         self.frame_index = frame_index
         self.source = source
+        self.dynamic = dynamic
+        self.network_from_original = network_from_original
+        self.original_hw = original_hw
 
 
 def read_monst3r_layout(folder: str | Path) -> RunPredictions:
@@ -71,12 +78,18 @@ def _from_store(run_dir: Path) -> Optional[RunPredictions]:
             c2w = np.asarray(rec.world_from_cam, np.float64)
             depth = np.asarray(rec.depth, np.float32)
             frame_index = np.arange(len(c2w), dtype=np.int64)
+            dynamic = mapping = original_hw = None
+            if getattr(rec, "dynamic", None) is not None:
+                dynamic = np.asarray(rec.dynamic, bool)
             if keys.get("frames"):
                 frames = store.load("frames", keys["frames"], FrameSet)
                 frame_index = np.asarray(frames.frame_index, np.int64)
+                mapping = np.asarray(frames.network_from_original, np.float64)
+                original_hw = tuple(int(v) for v in frames.original_hw)
         finally:
             store.close()
-        return RunPredictions(c2w, depth, frame_index, f"{info['store']} (run {info['run_id']})")
+        return RunPredictions(c2w, depth, frame_index, f"{info['store']} (run {info['run_id']})", dynamic, mapping,
+                              original_hw)
     except (KeyError, ValueError, OSError, TypeError, InputError):
         return None
     except Exception:  # a store written by another version: fall back to the exported files
@@ -112,15 +125,42 @@ def evaluate_predictions(preds: RunPredictions, gt: Sequence, *, pose_align: str
                              f"{n_gt}; evaluate the run against the sequence it was made from")
     poses = preds.world_from_cam if gt.cam_to_world is not None else None
     depth = preds.depth if gt.depth is not None else None
-    if poses is None and depth is None:
-        raise InputError(f"{gt.dataset}/{gt.name}: the dataset has neither ground-truth poses nor depth to evaluate")
+    masks = _mask_scores(preds, gt, ids)
+    if poses is None and depth is None and masks is None:
+        raise InputError(f"{gt.dataset}/{gt.name}: the dataset has neither ground-truth poses, depth nor masks to "
+                         "evaluate (or the run has no dynamic masks)")
     if poses is not None and len(ids) < 3:
         poses = None  # Sim(3) alignment and RPE need at least 3 poses
-    out = evaluate(poses, depth, gt, pose_align=pose_align, depth_align=depth_align,  # type: ignore[arg-type]
-                   max_depth=gt.depth_eval.get("max_depth"), post_clip_max=gt.depth_eval.get("post_clip_max"),
-                   frame_ids=ids)
+    out: dict[str, Any] = {}
+    if poses is not None or depth is not None:
+        out = evaluate(poses, depth, gt, pose_align=pose_align, depth_align=depth_align,  # type: ignore[arg-type]
+                       max_depth=gt.depth_eval.get("max_depth"), post_clip_max=gt.depth_eval.get("post_clip_max"),
+                       frame_ids=ids)
+    if masks is not None:
+        out["masks"] = masks
     out.update({"dataset": gt.dataset, "sequence": gt.name, "n_frames": int(len(ids)), "predictions": preds.source})
     return out
+
+
+def _mask_scores(preds: RunPredictions, gt: Sequence, ids: np.ndarray) -> Optional[dict[str, Any]]:
+    """DAVIS J and F of the run's dynamic masks at the ground truth's (original) resolution, or None."""
+    from .masks import mask_metrics, mask_to_original
+
+    if gt.dynamic_mask is None or preds.dynamic is None:
+        return None
+    gt_masks = np.asarray(gt.dynamic_mask, bool)[ids]
+    oh, ow = gt_masks.shape[1:]
+    if preds.network_from_original is not None and preds.original_hw is not None:
+        if tuple(preds.original_hw) != (oh, ow):
+            raise InputError(f"{gt.dataset}/{gt.name}: the run's frames were {preds.original_hw[1]}x{preds.original_hw[0]}, "
+                             f"the ground-truth masks {ow}x{oh}; evaluate against the resolution the run read")
+        pred = mask_to_original(preds.dynamic, preds.network_from_original, (oh, ow))
+    else:  # no recorded mapping: plain nearest resize
+        h, w = preds.dynamic.shape[1:]
+        ys = np.clip(((np.arange(oh) + 0.5) * h / oh).astype(np.int64), 0, h - 1)
+        xs = np.clip(((np.arange(ow) + 0.5) * w / ow).astype(np.int64), 0, w - 1)
+        pred = preds.dynamic[:, ys][:, :, xs]
+    return mask_metrics(pred, gt_masks)
 
 
 def evaluate_reconstruction(reconstruction: Any, frames: Any, gt_path: str | Path, dataset: str = "synthetic",

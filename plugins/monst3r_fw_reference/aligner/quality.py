@@ -6,7 +6,7 @@ Per frame (all without ground truth):
   pair pointmaps aligned onto them (every edge that sees the frame, as view i or j), divided by the
   frame's median depth, so it is scale-free (0.01 = 1 % of the depth);
 * ``flow_residual_px``: median |ego-motion flow - estimated flow| in pixels over the frame's static
-  pixels, for the edges leaving the frame (NaN when the run has no flow);
+  pixels, for the edges leaving the frame (-1 when the run has no flow: stage outputs must be finite);
 * ``conf``: mean of the frame's confidence map (max over the edges that see it, as ``im_conf``).
 
 The summary (a JSON-able dict) says which loss terms were active, whether and why the flow term
@@ -71,6 +71,7 @@ def frame_quality(problem: AlignProblem, params: SceneParams, cfg: MonST3RGAConf
             if len(vals):
                 flow_res[f] = vals.median()
     conf = frame_conf(problem).mean(dim=1)
+    flow_res = torch.nan_to_num(flow_res, nan=-1.0)  # no flow / no static pixel: -1 (outputs must be finite)
     return torch.stack([align, flow_res, conf], dim=1).numpy().astype(np.float32)
 
 
@@ -114,7 +115,7 @@ def run_summary(history: np.ndarray, cfg: MonST3RGAConfig, quality: np.ndarray, 
     skipped = [t for t, wt in weights.items() if wt > 0 and t not in active]
     align = quality[:, 0]
     order = np.argsort(-np.nan_to_num(align, nan=-np.inf))[:n_worst]
-    worst = [{"frame": int(f), **{name: (None if not np.isfinite(quality[f, c]) else float(quality[f, c]))
+    worst = [{"frame": int(f), **{name: (None if not np.isfinite(quality[f, c]) or quality[f, c] < 0 else float(quality[f, c]))
                                   for c, name in enumerate(QUALITY_NAMES)}} for f in order]
     med = float(np.nanmedian(align)) if np.isfinite(align).any() else float("nan")
     return {"terms_active": active, "terms_skipped": skipped, "flow_term": flow, "final": final,

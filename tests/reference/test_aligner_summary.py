@@ -19,7 +19,7 @@ N_FRAMES, SIZE_HW = 10, (24, 32)
 
 @pytest.fixture(scope="module")
 def case():
-    synth = pytest.importorskip("monst3r_framework.synth")
+    synth = pytest.importorskip("monst3r_fw_eval.synth")
     scene = synth.make_scene(n_frames=N_FRAMES, size_hw=SIZE_HW, seed=0, n_objects=1, supersample=1)
     return make_case(scene, swinstride_pairs(N_FRAMES, window=3), depth_noise=0.01, edge_scale_range=1.5,
                      init_rot_deg=0.5, init_trans_frac=0.1, seed=1)

@@ -379,8 +379,12 @@ def flow_residual_maps(
         evidence[...] = count
     err = (total / np.maximum(count, 1e-12)).astype(np.float32)
     if cfg.temporal_radius > 0:
+        stored = np.asarray(flow.pairs, np.int64)
+
         def flow_to(t: int, u: int) -> Optional[np.ndarray]:
-            return get_flow(t, u)
+            if pair_rows(stored, np.array([[t, u]], np.int64))[0][0] < 0:
+                return None
+            return np.asarray(flow.gather(np.array([[t, u]], np.int64))[0], np.float32)
         err = temporal_average(err, flow_to, cfg.temporal_radius)
     return err
 

@@ -6,6 +6,7 @@ Errors meant for users print as one line and exit with code 2; ``--verbose`` sho
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import warnings
 from contextlib import contextmanager
@@ -163,6 +164,7 @@ def run(
     stride: Annotated[Optional[int], typer.Option(help="Keep every k-th frame.")] = None,
     fps: Annotated[Optional[float], typer.Option(help="Resample the video to this frame rate first.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (default: the recipe's).")] = None,
+    recompute: Annotated[Optional[list[str]], typer.Option(help="Recompute this stage kind even if stored, e.g. pair_predictor (repeatable; frames and exporter too).")] = None,
 ) -> None:
     """Run a recipe on a video or image folder."""
     from .recipe import check_device
@@ -175,7 +177,7 @@ def run(
                                     "input.long_edge": long_edge, "input.stride": stride, "input.fps": fps})
     with rich_progress() as factory:
         result = run_pipeline(recipe, input, out, overrides=overrides, store=store, device=device,
-                              progress_factory=factory, log=_log)
+                              progress_factory=factory, log=_log, recompute=tuple(recompute or ()))
     out_console.print(timing_table(result.reports, title=f"run {result.run_id}"))
     for notice in result.notices:
         out_console.print(f"[yellow]note:[/yellow] {notice}", soft_wrap=True, highlight=False)
@@ -289,7 +291,7 @@ def recipe_reference(
 @app.command()
 def inspect(run_dir: Annotated[Path, typer.Argument(help="A run's output folder (holds run.json).")]) -> None:
     """Show a run's stages: status, cached or not, timings, array shapes."""
-    from .runner import RECORDS
+    from .runner import PIPELINE_KINDS
     from .store import RunStore
 
     status_path = run_dir / "run.json"
@@ -307,7 +309,7 @@ def inspect(run_dir: Annotated[Path, typer.Argument(help="A run's output folder 
     for rep in status.get("stages", []):
         kind, key = rep["kind"], rep["key"]
         arrays = ""
-        if kind in RECORDS or kind == "frames":
+        if kind in PIPELINE_KINDS or kind == "frames":
             group = store.get_group(store.group_path(kind, key))
             if group is not None:
                 arrays = "\n".join(f"{name} {tuple(arr.shape)} {arr.dtype}" for name, arr in sorted(group.arrays()))
@@ -336,6 +338,61 @@ def store_ls(store: Annotated[str, typer.Argument(help="Store path (e.g. out/sto
         table.add_row(kind, str(attrs.get("type", "")), key, str(attrs.get("complete") is True),
                       f"{size / 1e6:.1f}" if size >= 0 else "?", ", ".join(users.get(key, [])))
     out_console.print(table)
+
+
+@store_app.command("verify")
+def store_verify(store: Annotated[str, typer.Argument(help="Store path (e.g. out/store.zarr).")]) -> None:
+    """Re-hash every file of every complete stage against its digest from commit; name what is damaged.
+    Exit 1 when something is."""
+    from .store import RunStore
+
+    if not Path(store).is_dir():
+        raise Monst3rFWError(f"store {store} does not exist or is not a folder; pass a local store path")
+    st = RunStore(store, lock=False)
+    damaged = 0
+    for kind, key, attrs in st.iter_stage_groups(errors=True):
+        if attrs.get("damaged"):
+            problems = [attrs["damaged"]]
+        elif attrs.get("complete") is not True:
+            out_console.print(f"{kind}/{key}: incomplete (an interrupted run; redone by the next run)")
+            continue
+        else:
+            problems = st.verify(kind, key, full=True)
+        if problems:
+            damaged += 1
+            for problem in problems:
+                out_console.print(f"{kind}/{key}: DAMAGED: {problem}", soft_wrap=True, highlight=False)
+        else:
+            note = "" if "integrity" in attrs else " (no digests: written before they were recorded)"
+            out_console.print(f"{kind}/{key}: ok{note}")
+    if damaged:
+        out_console.print(f"{damaged} damaged stage result(s); remove with `monst3r-fw store rm {store} KIND/KEY` "
+                          "or rerun with --recompute KIND", soft_wrap=True, highlight=False)
+        raise typer.Exit(1)
+
+
+@store_app.command("rm")
+def store_rm(
+    store: Annotated[str, typer.Argument(help="Store path (e.g. out/store.zarr).")],
+    stage: Annotated[str, typer.Argument(help="KIND (every result of that kind) or KIND/KEY, as `store ls` shows.")],
+) -> None:
+    """Remove stored stage results (the next run recomputes them)."""
+    from .stages import STAGE_KINDS
+    from .store import RunStore
+
+    if not Path(store).is_dir():
+        raise Monst3rFWError(f"store {store} does not exist or is not a folder; pass a local store path")
+    kind, _, key = stage.partition("/")
+    if kind not in (*STAGE_KINDS, "frames"):
+        raise Monst3rFWError(f"{stage}: unknown stage kind {kind!r}; choose from frames, {', '.join(STAGE_KINDS)}")
+    with RunStore(store) as st:  # locked: never under a running run
+        keys = [key] if key else [k for kd, k, _ in st.iter_stage_groups(errors=True) if kd == kind]
+        keys = [k for k in keys if st.exists(kind, k)]
+        if not keys:
+            raise Monst3rFWError(f"store {store}: nothing stored for {stage}; `monst3r-fw store ls {store}` lists results")
+        for k in keys:
+            st.delete(kind, k)
+            out_console.print(f"removed {kind}/{k}")
 
 
 CLI_ENTRY_POINT_GROUP = "monst3r_fw_cli"
@@ -450,20 +507,46 @@ def _show_warning(message: Any, category: type[Warning], filename: str, lineno: 
 _default_showwarning = warnings.showwarning
 
 
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _interrupted(exc: BaseException) -> None:
+    """One line, exit 130 (Ctrl-C) or 143 (SIGTERM)."""
+    code = getattr(exc, "exit_code", 130)
+    name = getattr(exc, "signal_name", "Ctrl-C")
+    console.print(f"interrupted by {name}: completed stages are kept in the store; rerun the same command to resume",
+                  soft_wrap=True, highlight=False)
+    sys.exit(code)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point: one-line errors, exit 2 for user errors."""
     warnings.showwarning = _show_warning
+    import signal
+
+    from .errors import Interrupted
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise Interrupted("SIGTERM", 143)
+
+    if threading_is_main():
+        signal.signal(signal.SIGTERM, on_sigterm)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # zarr's event loop: errors reach us as exceptions
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:  # typer.Exit(n) is returned, not raised, without standalone mode
+            sys.exit(code)
     except Monst3rFWError as exc:
         if STATE["verbose"]:
             console.print_exception()
         # _printable escapes markup: messages may hold brackets, e.g. pip install 'monst3r-fw[ray]'
         console.print(f"[red]error:[/red] {_printable(str(exc))}", soft_wrap=True, highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("interrupted: completed stages are kept in the store; rerun the same command to resume")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
     except SystemExit:
         raise
     except Exception as exc:
@@ -472,6 +555,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         if type(exc).__name__ == "Abort":
+            if isinstance(exc.__context__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+                _interrupted(exc.__context__)
             sys.exit(1)
         if STATE["verbose"]:
             console.print_exception()

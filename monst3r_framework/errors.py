@@ -33,3 +33,18 @@ class ShapeError(StageError):
 
 class InputWarning(UserWarning):
     """The input was usable but not all of it (e.g. a truncated video): the CLI prints one line."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal: Ctrl-C (SIGINT, exit 130) or SIGTERM (exit 143).
+
+    A KeyboardInterrupt subclass so every cleanup path that handles Ctrl-C also handles SIGTERM."""
+
+    def __init__(self, signal_name: str = "SIGINT", exit_code: int = 130) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+
+
+class DiskFullError(Monst3rFWError):
+    """Writing failed because the disk (or quota) is full; names the path and the space needed."""

@@ -9,6 +9,7 @@ computes exactly what an uninterrupted run computes.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -24,32 +25,25 @@ from typing import Any, Callable, Iterator, Optional, Union
 import numpy as np
 
 from . import __version__
-from .checks import check_finite, check_record
-from .errors import InputError, Monst3rFWError, StageError
+from .checks import check_record
+from .errors import DiskFullError, InputError, Interrupted, Monst3rFWError, StageError, StoreError
 from .recipe import ResolvedRecipe, load_recipe
 from .registry import Registry
 from .stages import (
-    AlignerInputs, CameraTrajectory, DynamicMasks, ExportInputs, ExportResult, FlowField, FlowInputs,
-    FrameSet, MaskInputs, PairInputs, PairPredictions, PoseInputs, Reconstruction, RunContext, Stage,
+    STAGE_BASES, STAGE_KINDS, ExportInputs, ExportResult, FrameSet, Reconstruction, RunContext, Stage,
     reconstruction_from_cameras,
 )
 from .store import RunStore, digest, stage_key
 
 FRAMES_VERSION = "1"
+#: Marks a folder an exporter wrote (and therefore owns): only marked folders are ever replaced.
 EXPORT_MARKER = ".monst3r_fw_export.json"
-RECORDS = {
-    "flow_estimator": FlowField, "pair_predictor": PairPredictions, "pose_solver": CameraTrajectory,
-    "mask_builder": DynamicMasks, "global_aligner": Reconstruction,
-}
-# Upstream outputs every implementation of a kind reads (``Stage.reads`` adds optional ones).
-MANDATORY_READS: dict[str, frozenset[str]] = {
-    "flow_estimator": frozenset({"frames", "pairs"}),
-    "pair_predictor": frozenset({"frames", "pairs"}),
-    "pose_solver": frozenset({"frames", "pair_predictor"}),
-    "mask_builder": frozenset({"frames"}),
-    "global_aligner": frozenset({"frames", "pair_predictor", "pose_solver"}),
-    "exporter": frozenset({"frames", "pair_predictor", "pose_solver", "mask_builder", "global_aligner"}),
-}
+#: Marks an exporter's staging folder, so a later run removes only staging folders it made.
+STAGING_MARKER = ".monst3r_fw_staging"
+#: flock'ed in --out for the whole run: one run per output folder at a time.
+OUT_LOCK = ".monst3r_fw_out.lock"
+#: Stage kinds run one after another, in this order (exporters last, separately).
+PIPELINE_KINDS = tuple(k for k in STAGE_KINDS if k != "exporter")
 
 
 @dataclass
@@ -121,15 +115,49 @@ def _write_json_atomic(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+def publish_export(out_dir: Path, folder_name: str, write: Callable[[Path], list[str]], marker: dict[str, Any]) -> Path:
+    """Atomically (re)place ``out_dir/folder_name``: ``write(staging)`` fills a hidden staging folder
+    and returns the files it wrote; the folder is marked (EXPORT_MARKER) and renamed into place.
+    An interruption leaves the previous complete folder (or none) and no staging folder. The one
+    place that makes export folders atomic; callers check ownership first (check_export_folders).
+    """
+    folder = out_dir / folder_name
+    tmp = out_dir / f".{folder_name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / STAGING_MARKER).write_text("")
+    try:
+        files = write(tmp)
+        (tmp / STAGING_MARKER).unlink()
+        (tmp / EXPORT_MARKER).write_text(json.dumps({**marker, "files": files}, indent=2))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if folder.exists():
+        old = out_dir / f".{folder_name}.old-{os.getpid()}"
+        os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, folder)
+    return folder
+
+
 class Runner:
     """Runs one recipe on one input. Use :func:`run_pipeline` unless you need the pieces."""
 
     def __init__(self, recipe: ResolvedRecipe, registry: Registry, store: RunStore, out_dir: Path, *,
                  device: str = "cpu", progress_factory: Optional[Callable[[int, str], Any]] = None,
-                 log: Callable[[str], None] = lambda msg: None,
-                 stage_pool: Optional[dict[Any, Stage]] = None) -> None:
+                 log: Callable[[str], None] = lambda msg: None, recompute: tuple[str, ...] = (),
+                 input_path: Optional[Union[str, Path]] = None, stage_pool: Optional[dict[Any, Stage]] = None) -> None:
+        from .fingerprint import Fingerprints
+
         self.recipe = recipe
         self.stage_pool = stage_pool
+        #: stage kinds ("frames", "exporter" included) recomputed even when a complete result exists
+        self.recompute = frozenset(recompute)
+        self.input_path = input_path
+        self.fingerprints = Fingerprints(Path(store.location) / ".monst3r_fw_fingerprints.json" if store.is_local else None)
         self.registry = registry
         self.store = store
         self.out_dir = out_dir
@@ -138,6 +166,8 @@ class Runner:
         self.log = log
         self.run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.keys: dict[str, str] = {}
+        #: what stage inputs are built from: "frames", "pairs", "edges", each stage kind's record
+        self.values: dict[str, Any] = {}
         self.reports: list[StageReport] = []
 
     # ------------------------------------------------------------------------------------ frames
@@ -145,11 +175,14 @@ class Runner:
         from .video import load_frames, video_sha256
 
         cfg = self.recipe.input
-        key = digest({"input": video_sha256(input_path), "config": cfg.model_dump(mode="json"),
-                      "version": FRAMES_VERSION})
+        local = "://" not in str(input_path)
+        # the input's sha256 (video_sha256's folder rules), re-hashed only when a file's size/mtime changed
+        content = (self.fingerprints.of_path(input_path, hasher=video_sha256)["sha256"] if local
+                   else video_sha256(input_path))
+        key = digest({"input": content, "config": cfg.model_dump(mode="json"), "version": FRAMES_VERSION})
         self.keys["frames"] = key
         start = time.perf_counter()
-        cached = self.store.is_complete("frames", key)
+        cached = self._reusable("frames", key, "frames")
         if not cached:
             self.log("frames: running")
             self.store.begin("frames", key, {"kind": "frames", "source": str(input_path),
@@ -163,9 +196,91 @@ class Runner:
         return frames
 
     # ------------------------------------------------------------------------------------ stages
-    def _upstream(self, cls: type[Stage], kind: str) -> dict[str, str]:
-        reads = MANDATORY_READS[kind] | cls.reads
-        return {name: self.keys.get(name, "disabled") for name in sorted(reads)}
+    def _upstream(self, cls: type[Stage]) -> dict[str, str]:
+        return {name: self.keys.get(name, "disabled") for name in sorted(cls.upstream_names())}
+
+    def _reusable(self, kind: str, key: str, label: str) -> bool:
+        """True when a complete, intact result exists; drops it first under --recompute; a damaged
+        one is reported by name (never read as zeros)."""
+        if kind in self.recompute and self.store.exists(kind, key):
+            self.log(f"{label}: --recompute {kind}: dropping the stored result {key}")
+            self.store.delete(kind, key)
+            return False
+        if not self.store.is_complete(kind, key):
+            return False
+        problems = self.store.verify(kind, key)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise StoreError(f"{label}: the stored result {key} in {self.store.location} is damaged: {problems[0]}{more}; "
+                             f"rerun with --recompute {kind} (or `monst3r-fw store rm {self.store.location} {kind}/{key}`)")
+        return True
+
+    def _inputs(self, cls: type[Stage], label: str, extra: Optional[dict[str, Any]] = None) -> Any:
+        """Build ``cls.inputs_type`` from the sources its fields declare (see stages.upstream)."""
+        import dataclasses
+
+        values = {**self.values, **(extra or {})}
+        kwargs: dict[str, Any] = {}
+        fields = {f.name: f for f in dataclasses.fields(cls.inputs_type)}
+        for name, source in cls.input_sources().items():
+            value = values.get(source)
+            f = fields[name]
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if value is None:
+                if required:
+                    raise StageError(f"{label}: needs the output of {source}, which is disabled in the recipe; enable it")
+                continue
+            kwargs[name] = value
+        return cls.inputs_type(**kwargs)
+
+    def _files(self, config: Any, label: str) -> dict[str, Any]:
+        """Content fingerprints of the files ``config`` points to (its InputFile fields)."""
+        try:
+            return self.fingerprints.of_config(config)
+        except OSError as exc:
+            raise InputError(f"{label}: cannot read {exc.filename} to fingerprint it ({exc.strerror}); check the path") from None
+
+    def _disk_full(self, exc: OSError, kind: str, key: str, needed: int) -> DiskFullError:
+        """Remove the stage's unfinished workspace (the space it took) and say what is needed."""
+        where = exc.filename or self.store.location
+        try:
+            self.store.delete(kind, key)
+        except Exception:  # the one-line report matters more than the cleanup
+            pass
+        free = shutil.disk_usage(self.store.location if self.store.is_local else self.out_dir).free
+        need = f"about {needed / 2**30:.2f} GiB (uncompressed)" if needed else "more"
+        return DiskFullError(f"disk full writing {where}: {kind} needs {need}, {free / 2**30:.2f} GiB free; free space or "
+                             f"choose another --out/--store, then rerun (completed stages are kept)")
+
+    def export_folders(self) -> list[tuple[Any, type[Stage], str, Path]]:
+        """(config, class, folder name, folder) of every exporter, in recipe order."""
+        out = []
+        used: dict[str, int] = {}
+        for config in self.recipe.exporters:
+            cls = self.registry.get("exporter", config.type).cls  # type: ignore[attr-defined]
+            used[cls.name] = used.get(cls.name, 0) + 1
+            name = cls.name if used[cls.name] == 1 else f"{cls.name}_{used[cls.name]}"
+            out.append((config, cls, name, self.out_dir / name))
+        return out
+
+    def check_export_folders(self) -> None:
+        """Refuse, before any work, to replace a folder the project did not write or one that holds
+        the input or the store."""
+        protected = [(Path(p).expanduser().resolve(), what) for p, what in
+                     ((self.input_path, "the input"), (self.store.location if self.store.is_local else None, "the store"))
+                     if p is not None and "://" not in str(p)]
+        for _, cls, name, folder in self.export_folders():
+            resolved = folder.resolve()
+            for path, what in protected:
+                if path == resolved or resolved in path.parents:
+                    raise InputError(f"{what} {path} is inside {folder}, which the {cls.name} exporter writes; "
+                                     "choose another --out (nothing was changed)")
+            if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+                raise InputError(f"{folder} exists and is not a folder monst3r-fw wrote; move it away or choose "
+                                 "another --out (nothing was changed)")
+            if folder.is_dir() and not (folder / EXPORT_MARKER).is_file() and any(folder.iterdir()):
+                raise InputError(f"{folder} holds files monst3r-fw did not write (no {EXPORT_MARKER}); move them "
+                                 f"away or choose another --out (nothing was changed)")
 
     def _report(self, kind: str, type_name: str, key: str, cached: bool, seconds: float, label: str,
                 resumed: bool = False) -> None:
@@ -192,21 +307,26 @@ class Runner:
         return RunContext(device=self.device, workspace=workspace, progress_factory=self.progress_factory,
                           log=self.log, seed=self.recipe.model.seed, stage_label=label)
 
-    def run_stage(self, kind: str, make_inputs: Callable[[Stage], Any]) -> Any:
-        """Run (or reuse) the configured stage of ``kind``; returns its record read from the store."""
+    def run_stage(self, kind: str) -> Any:
+        """Run (or reuse) the configured stage of ``kind``; returns its record read from the store
+        (also kept in ``self.values[kind]``)."""
         config = self.recipe.stages.get(kind)
         if config is None:
             self.keys[kind] = "disabled"
+            self.values[kind] = None
             return None
         entry = self.registry.get(kind, config.type)  # type: ignore[attr-defined]
         cls = entry.cls
-        key = stage_key(cls, config, self._upstream(cls, kind))
-        self.keys[kind] = key
+        record_cls = STAGE_BASES[kind].output_record
         label = f"{kind} ({cls.name})"
+        files = self._files(config, label)
+        key = stage_key(cls, config, self._upstream(cls), files)
+        self.keys[kind] = key
         start = time.perf_counter()
-        if self.store.is_complete(kind, key):
-            record = self.store.load(kind, key, RECORDS[kind])
+        if self._reusable(kind, key, label):
+            record = self.store.load(kind, key, record_cls)
             self._report(kind, cls.name, key, True, time.perf_counter() - start, label)
+            self.values[kind] = record
             return record
         resumed = self.store.exists_incomplete(kind, key)
         if resumed:
@@ -214,45 +334,55 @@ class Runner:
         workspace = self.store.begin(kind, key, {
             "kind": kind, "type": cls.name, "plugin": entry.plugin, "distribution": entry.distribution,
             "stage_version": cls.version, "config": config.model_dump(mode="json"),
-            "upstream": self._upstream(cls, kind), "run_id": self.run_id,
-        })
+            "upstream": self._upstream(cls), "files": files, "run_id": self.run_id,
+        }, record=record_cls, label=label)
         self.log(f"{label}: running")
         stage = self._instance(cls, config)
         ctx = self._context(label, workspace)
         try:
             stage.setup(ctx)
-            record = stage.run(make_inputs(stage), ctx)
+            record = stage.run(self._inputs(cls, label), ctx)
         except Monst3rFWError:
             raise
         except (KeyboardInterrupt, MemoryError):
             raise
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self._disk_full(exc, kind, key, workspace.planned_bytes) from None
+            raise StageError(f"{label} failed: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)") from exc
         except Exception as exc:
             raise StageError(f"{label} failed: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)") from exc
-        if not isinstance(record, RECORDS[kind]):
-            raise StageError(f"{label}: run() returned {type(record).__name__}, expected {RECORDS[kind].__name__}")
+        if not isinstance(record, record_cls):
+            raise StageError(f"{label}: run() returned {type(record).__name__}, expected {record_cls.__name__}")
         dims = {"F": self.frames.n_frames, "H": self.frames.size_hw[0], "W": self.frames.size_hw[1]}
         check_record(record, label, dims)
-        for name, arr in record.arrays().items():
-            check_finite(f"{label}.{name}", arr)
-        self.store.commit(kind, key, record, time.perf_counter() - start)
-        out = self.store.load(kind, key, RECORDS[kind])
+        try:
+            self.store.commit(kind, key, record, time.perf_counter() - start, label=label)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self._disk_full(exc, kind, key, workspace.planned_bytes) from None
+            raise
+        out = self.store.load(kind, key, record_cls)
         self._report(kind, cls.name, key, False, time.perf_counter() - start, label, resumed)
+        self.values[kind] = out
         return out
 
-    def run_exporters(self, inputs: ExportInputs) -> list[Path]:
+    def run_exporters(self, run_info: dict[str, Any]) -> list[Path]:
+        """Run each exporter into a hidden staging folder and move it into place when complete: the
+        one place that makes export folders atomic (an interrupted export leaves the previous
+        complete folder, or none, plus a staging folder the next run removes). Only folders marked
+        with EXPORT_MARKER are replaced (check_export_folders)."""
         written: list[Path] = []
-        used: dict[str, int] = {}
-        for config in self.recipe.exporters:
-            entry = self.registry.get("exporter", config.type)  # type: ignore[attr-defined]
-            cls = entry.cls
-            used[cls.name] = used.get(cls.name, 0) + 1
-            folder_name = cls.name if used[cls.name] == 1 else f"{cls.name}_{used[cls.name]}"
-            folder = self.out_dir / folder_name
-            key = stage_key(cls, config, self._upstream(cls, "exporter"))
+        for stale in self.out_dir.glob(".*.partial-*"):
+            if stale.is_dir() and (stale / STAGING_MARKER).exists():
+                shutil.rmtree(stale, ignore_errors=True)
+        self.check_export_folders()
+        for config, cls, folder_name, folder in self.export_folders():
+            key = stage_key(cls, config, self._upstream(cls), self._files(config, f"exporter ({folder_name})"))
             label = f"exporter ({folder_name})"
             start = time.perf_counter()
             marker = folder / EXPORT_MARKER
-            if marker.exists():
+            if marker.exists() and "exporter" not in self.recompute:
                 try:
                     done = json.loads(marker.read_text()).get("key") == key
                 except (OSError, ValueError):
@@ -261,36 +391,28 @@ class Runner:
                     self._report("exporter", cls.name, key, True, time.perf_counter() - start, label)
                     written.append(folder)
                     continue
-            tmp = self.out_dir / f".{folder_name}.partial-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
             self.log(f"{label}: running")
             stage = self._instance(cls, config)
             ctx = self._context(label, None)
-            info = dict(inputs.run_info)
+            info = dict(run_info)
             info["timings"] = {r.label: round(r.seconds, 4) for r in self.reports}
             info["stages"] = [dict(r.__dict__) for r in self.reports]  # cached / resumed flags for reports
-            try:
+
+            def write(tmp: Path) -> list[str]:
                 stage.setup(ctx)
-                result = stage.run(ExportInputs(
-                    frames=inputs.frames, reconstruction=inputs.reconstruction, out_dir=tmp, init=inputs.init,
-                    masks=inputs.masks, predictions=inputs.predictions, run_info=info), ctx)
-            except Monst3rFWError:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            except Exception as exc:
-                shutil.rmtree(tmp, ignore_errors=True)
+                result = stage.run(self._inputs(cls, label, {"out_dir": tmp, "run_info": info}), ctx)
+                return list(result.files) if isinstance(result, ExportResult) else []
+
+            try:
+                publish_export(self.out_dir, folder_name, write, {"key": key, "type": cls.name, "run_id": self.run_id})
+            except BaseException as exc:
+                if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    free = shutil.disk_usage(self.out_dir).free
+                    raise DiskFullError(f"disk full writing {exc.filename or folder} ({label}): {free / 2**30:.2f} GiB free; "
+                                        "free space or choose another --out, then rerun") from None
+                if isinstance(exc, (Monst3rFWError, KeyboardInterrupt, MemoryError)) or not isinstance(exc, Exception):
+                    raise
                 raise StageError(f"{label} failed: {type(exc).__name__}: {exc} (rerun with --verbose)") from exc
-            files = list(result.files) if isinstance(result, ExportResult) else []
-            (tmp / EXPORT_MARKER).write_text(json.dumps({"key": key, "type": cls.name, "files": files,
-                                                         "run_id": self.run_id}, indent=2))
-            if folder.exists():
-                old = self.out_dir / f".{folder_name}.old-{os.getpid()}"
-                os.replace(folder, old)
-                os.replace(tmp, folder)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, folder)
             written.append(folder)
             self._report("exporter", cls.name, key, False, time.perf_counter() - start, label)
         return written
@@ -299,6 +421,8 @@ class Runner:
     def run(self, input_path: Union[str, Path]) -> RunResult:
         from .scene_graph import make_pairs
 
+        self.input_path = input_path
+        self.check_export_folders()
         self.frames = frames = self.load_frames(input_path)
         if frames.n_frames < 2:
             raise InputError(f"{input_path}: only {frames.n_frames} frame after subsampling; MonST3R needs at least 2 "
@@ -306,30 +430,21 @@ class Runner:
         pairs_cfg = self.recipe.pairs
         pairs = np.asarray(make_pairs(frames.n_frames, pairs_cfg.scene_graph, symmetrize=pairs_cfg.symmetrize), np.int64)
         self.keys["pairs"] = digest(pairs.tobytes())
-        edges = undirected_edges(pairs)
-
-        flow = self.run_stage("flow_estimator", lambda s: FlowInputs(frames=frames, pairs=edges))
-        pick = lambda s, kind, value: value if kind in s.reads else None  # noqa: E731
-        preds = self.run_stage("pair_predictor", lambda s: PairInputs(
-            frames=frames, pairs=pairs, flow=pick(s, "flow_estimator", flow)))
-        init = self.run_stage("pose_solver", lambda s: PoseInputs(
-            frames=frames, predictions=preds, flow=pick(s, "flow_estimator", flow)))
-        masks = self.run_stage("mask_builder", lambda s: MaskInputs(
-            frames=frames, predictions=pick(s, "pair_predictor", preds), cameras=pick(s, "pose_solver", init),
-            flow=pick(s, "flow_estimator", flow)))
-        recon = self.run_stage("global_aligner", lambda s: AlignerInputs(
-            frames=frames, predictions=preds, init=init, flow=pick(s, "flow_estimator", flow),
-            masks=pick(s, "mask_builder", masks)))
+        self.values.update(frames=frames, pairs=pairs, edges=undirected_edges(pairs))
+        for kind in PIPELINE_KINDS:
+            self.run_stage(kind)
+        recon = self.values["global_aligner"]
         if recon is None:
-            recon = reconstruction_from_cameras(frames, init, masks)
+            recon = reconstruction_from_cameras(frames, self.values["pose_solver"], self.values["mask_builder"])
+            self.values["global_aligner"] = recon
+        masks = self.values["mask_builder"]
         # say what was skipped or looks wrong: one line per notice at the end of the run (CLI) and in
         # summary.json (run_info.notices), also when the records come from the cache
         notices = [n for rec in (masks, recon) if rec is not None for n in getattr(rec, "notices", ())]
         run_info = {"run_id": self.run_id, "config_hash": self.recipe.digest(), "recipe": self.recipe.to_dict(),
                     "keys": dict(self.keys), "notices": notices,
                     "n_frames": frames.n_frames, "size_hw": list(frames.size_hw), "source": frames.source}
-        self.run_exporters(ExportInputs(frames=frames, reconstruction=recon, out_dir=self.out_dir, init=init,
-                                        masks=masks, predictions=preds, run_info=run_info))
+        self.run_exporters(run_info)
         return RunResult(self.run_id, self.out_dir, self.store.location, self.recipe, frames, recon, self.reports,
                          notices)
 
@@ -348,44 +463,130 @@ def versions(registry: Registry) -> dict[str, str]:
     return out
 
 
+class OutLock:
+    """flock on ``OUT/.monst3r_fw_out.lock`` for a whole run: a second run on the same --out (with
+    any store) is refused while the first is alive; the kernel drops it when a process dies."""
+
+    def __init__(self, out: Path) -> None:
+        import fcntl
+
+        self.path = out / OUT_LOCK
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.read(self.fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            raise InputError(f"output folder {out} is in use by another run (pid {holder}); wait for it to finish "
+                             "or choose another --out") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, str(os.getpid()).encode())
+
+    def release(self) -> None:
+        import fcntl
+
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _status_of(exc: BaseException) -> tuple[str, str]:
+    """("interrupted" | "failed", reason) for an exception that ended a run."""
+    if isinstance(exc, Interrupted):
+        return "interrupted", f"stopped by {exc.signal_name}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", "stopped by Ctrl-C (SIGINT)"
+    if isinstance(exc, Monst3rFWError):
+        return "failed", str(exc)
+    return "failed", f"{type(exc).__name__}: {exc}"
+
+
+def _previous_run(status_path: Path) -> Optional[dict[str, Any]]:
+    """The run.json left by a run that never finished (its process is gone: we hold the out lock)."""
+    try:
+        previous = json.loads(status_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(previous, dict) or previous.get("status") != "running":
+        return None
+    return previous
+
+
 def run_pipeline(recipe: Union[str, Path], input_path: Union[str, Path], out_dir: Union[str, Path], *,
                  overrides: Optional[list[str]] = None, store: Optional[str] = None,
                  registry: Optional[Registry] = None, device: Optional[str] = None,
                  progress_factory: Optional[Callable[[int, str], Any]] = None,
-                 log: Callable[[str], None] = lambda msg: None,
+                 log: Callable[[str], None] = lambda msg: None, recompute: tuple[str, ...] = (),
                  stage_pool: Optional[dict[Any, Stage]] = None) -> RunResult:
     """Run ``recipe`` on ``input_path``, writing ``out_dir`` (and ``out_dir/store.zarr`` unless ``store``).
 
-    ``out_dir/run.json`` says ``"status": "complete"`` only once every stage and exporter finished;
-    the resolved recipe is written to ``out_dir/recipe.resolved.yaml``. ``stage_pool``: a dict kept
-    by the caller across runs (batch workers) to reuse stage objects and the weights they loaded.
+    ``out_dir/run.json`` says ``"status": "complete"`` only once every stage and exporter finished,
+    ``failed`` or ``interrupted`` with a ``reason`` on every other exit a process can observe; a
+    ``running`` left by a process that died (SIGKILL, segfault, power loss) is reported by the next
+    run on that folder and kept in its run.json as ``previous``. One run per ``out_dir`` at a time.
+    ``recompute``: stage kinds (or ``frames``, ``exporter``) to recompute even when stored.
+    ``stage_pool``: a dict kept by the caller across runs (batch workers) to reuse stage objects and
+    the weights they loaded.
     """
     resolved, registry = load_recipe(recipe, registry=registry, overrides=overrides)
+    unknown = sorted(set(recompute) - set(STAGE_KINDS) - {"frames"})
+    if unknown:
+        raise InputError(f"--recompute {', '.join(unknown)}: not a stage kind; choose from frames, {', '.join(STAGE_KINDS)}")
     input_path = str(input_path)
     if "://" not in input_path and not Path(input_path).exists():
         raise InputError(f"input {input_path} does not exist; pass a video file (mp4, mov, avi, mkv, webm) or a folder of images")
     out = Path(out_dir)
     _ensure_out_dir(out)
+    lock = OutLock(out)
+    try:
+        return _run_locked(resolved, registry, recipe, input_path, out, store, device, progress_factory, log, recompute,
+                           stage_pool)
+    finally:
+        lock.release()
+
+
+def _run_locked(resolved: ResolvedRecipe, registry: Registry, recipe: Union[str, Path], input_path: str, out: Path,
+                store: Optional[str], device: Optional[str], progress_factory: Optional[Callable[[int, str], Any]],
+                log: Callable[[str], None], recompute: tuple[str, ...],
+                stage_pool: Optional[dict[Any, Stage]]) -> RunResult:
     dev = choose_device(device or resolved.model.device)
     store_location = store or str(out / "store.zarr")
-    (out / "recipe.resolved.yaml").write_text(resolved.to_yaml())
     status_path = out / "run.json"
+    previous = _previous_run(status_path)
     started = time.time()
     with RunStore(store_location) as run_store:
+        if previous is not None:
+            log(f"previous run {previous.get('run_id')} (pid {previous.get('pid', '?')}) on {out} ended without "
+                "finishing (its process is gone: killed or crashed); resuming from its completed stages")
+            if previous.get("store") == store_location and previous.get("run_id"):
+                try:
+                    run_store.write_run(str(previous["run_id"]), {"status": "abandoned",
+                                                                  "reason": "process ended without finishing"})
+                except Exception:  # reporting it matters more than recording it in the store
+                    pass
+        (out / "recipe.resolved.yaml").write_text(resolved.to_yaml())
         runner = Runner(resolved, registry, run_store, out, device=dev, progress_factory=progress_factory, log=log,
-                        stage_pool=stage_pool)
-        base = {"run_id": runner.run_id, "input": input_path, "store": store_location, "recipe": str(recipe),
-                "device": dev, "started": started}
+                        recompute=tuple(recompute), input_path=input_path, stage_pool=stage_pool)
+        base: dict[str, Any] = {"run_id": runner.run_id, "pid": os.getpid(), "input": input_path, "store": store_location,
+                                "recipe": str(recipe), "device": dev, "started": started}
+        if previous is not None:
+            base["previous"] = {"run_id": previous.get("run_id"), "pid": previous.get("pid"), "status": "abandoned",
+                                "reason": "process ended without finishing (killed or crashed)"}
         _write_json_atomic(status_path, {**base, "status": "running"})
         run_store.write_run(runner.run_id, {**base, "recipe_resolved": resolved.to_dict(),
                                             "versions": versions(registry), "status": "running"})
         try:
             result = runner.run(input_path)
         except BaseException as exc:
-            failure = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                       "stages": [r.__dict__ for r in runner.reports]}
-            _write_json_atomic(status_path, failure)
-            run_store.write_run(runner.run_id, {"status": "failed", "error": failure["error"]})
+            status, reason = _status_of(exc)
+            failure = {**base, "status": status, "reason": reason, "error": f"{type(exc).__name__}: {exc}",
+                       "finished": time.time(), "stages": [r.__dict__ for r in runner.reports]}
+            try:
+                _write_json_atomic(status_path, failure)
+                run_store.write_run(runner.run_id, {"status": status, "reason": reason})
+            except OSError:  # e.g. the disk is full: the original error is the one to report
+                pass
             raise
         stages = [r.__dict__ for r in runner.reports]
         run_store.write_run(runner.run_id, {"status": "complete", "finished": time.time(), "stages": stages,

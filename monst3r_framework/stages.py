@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Generic, Iterator, Literal, Optional, TypeVar
@@ -261,58 +262,92 @@ class ExportResult(Record):
 # --------------------------------------------------------------------------------------------
 
 
+def upstream(source: str, *, optional: bool = False, nullable: bool = False) -> Any:
+    """Declare a stage-input field and where the runner takes it from.
+
+    ``source`` is an upstream stage kind or a run value: ``frames`` (the FrameSet), ``pairs`` (the
+    recipe's directed pairs), ``edges`` (the same graph as unique i < j edges), ``out_dir`` and
+    ``run_info`` (exporters). Stage kinds and ``frames``/``pairs``/``edges`` enter the stage's cache
+    key (``edges`` under the name ``pairs``).
+
+    * default: always handed over; the source must be enabled.
+    * ``optional=True``: handed over (and keyed) only when the stage class lists ``source`` in
+      ``reads``; ``None`` otherwise or when that stage is disabled.
+    * ``nullable=True``: always handed over and keyed; ``None`` when that stage is disabled.
+    """
+    meta = {"source": source, "optional": optional}
+    if optional or nullable:
+        return field(default=None, metadata=meta)
+    return field(metadata=meta)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FlowInputs:
-    """frames: the video; pairs: (P, 2) int64 edges of the recipe's scene graph (directed, i != j)."""
+    """frames: the video; pairs: (E, 2) int64 unique undirected edges (i < j, no self-pairs) of the
+    recipe's scene graph. Estimators compute flow in both directions of each edge (flow_ij, flow_ji)."""
 
-    frames: FrameSet
-    pairs: np.ndarray
+    frames: FrameSet = upstream("frames")
+    pairs: np.ndarray = upstream("edges")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PairInputs:
-    """frames, pairs (P, 2) int64 directed; flow only for predictors that declare ``reads`` flow."""
+    """frames; pairs (P, 2) int64 directed (i, j), both directions when the graph is symmetrized;
+    flow only for predictors that list ``flow_estimator`` in ``reads``."""
 
-    frames: FrameSet
-    pairs: np.ndarray
-    flow: Optional[FlowField] = None
+    frames: FrameSet = upstream("frames")
+    pairs: np.ndarray = upstream("pairs")
+    flow: Optional[FlowField] = upstream("flow_estimator", optional=True)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PoseInputs:
-    frames: FrameSet
-    predictions: PairPredictions
-    flow: Optional[FlowField] = None
+    """frames; the pair predictions; flow only for solvers that list ``flow_estimator`` in ``reads``."""
+
+    frames: FrameSet = upstream("frames")
+    predictions: PairPredictions = upstream("pair_predictor")
+    flow: Optional[FlowField] = upstream("flow_estimator", optional=True)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MaskInputs:
-    frames: FrameSet
-    predictions: Optional[PairPredictions] = None
-    cameras: Optional[CameraTrajectory] = None
-    flow: Optional[FlowField] = None
+    """frames; predictions, cameras (the pose solver's) and flow as the builder's ``reads`` names."""
+
+    frames: FrameSet = upstream("frames")
+    predictions: Optional[PairPredictions] = upstream("pair_predictor", optional=True)
+    cameras: Optional[CameraTrajectory] = upstream("pose_solver", optional=True)
+    flow: Optional[FlowField] = upstream("flow_estimator", optional=True)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class AlignerInputs:
-    frames: FrameSet
-    predictions: PairPredictions
-    init: CameraTrajectory
-    flow: Optional[FlowField] = None
-    masks: Optional[DynamicMasks] = None
+    """frames, predictions, the initial cameras; flow and masks as the aligner's ``reads`` names."""
+
+    frames: FrameSet = upstream("frames")
+    predictions: PairPredictions = upstream("pair_predictor")
+    init: CameraTrajectory = upstream("pose_solver")
+    flow: Optional[FlowField] = upstream("flow_estimator", optional=True)
+    masks: Optional[DynamicMasks] = upstream("mask_builder", optional=True)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ExportInputs:
-    """Everything an exporter may write. ``out_dir`` is the exporter's own folder (created)."""
+    """Everything an exporter may write. ``out_dir`` is the exporter's own (empty, staging) folder;
+    the runner moves it into place once ``run`` returns. ``reconstruction`` is the aligner's, or
+    the pose solver's cameras when the aligner is disabled."""
 
-    frames: FrameSet
-    reconstruction: Reconstruction
-    out_dir: Path
-    init: Optional[CameraTrajectory] = None
-    masks: Optional[DynamicMasks] = None
-    predictions: Optional[PairPredictions] = None
-    run_info: dict[str, Any] = field(default_factory=dict)
+    frames: FrameSet = upstream("frames")
+    reconstruction: Reconstruction = upstream("global_aligner")
+    out_dir: Path = upstream("out_dir")
+    init: Optional[CameraTrajectory] = upstream("pose_solver", nullable=True)
+    masks: Optional[DynamicMasks] = upstream("mask_builder", nullable=True)
+    predictions: Optional[PairPredictions] = upstream("pair_predictor", nullable=True)
+    run_info: dict[str, Any] = field(default_factory=dict, metadata={"source": "run_info", "optional": False})
+
+
+#: Run values a stage input may name besides stage kinds; those in KEYED_SOURCES enter cache keys.
+RUN_SOURCES: frozenset[str] = frozenset({"frames", "pairs", "edges", "out_dir", "run_info"})
+KEYED_SOURCES: dict[str, str] = {"frames": "frames", "pairs": "pairs", "edges": "pairs"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,9 +375,9 @@ class RunContext:
     """What a stage may use besides its inputs.
 
     device: torch device string chosen for the run ("cpu", "cuda", "cuda:1").
-    workspace: a Zarr group owned by this stage invocation (same key), kept across interrupted
-        runs, so a stage can write partial results and resume (e.g. per pair, with a ``done`` array).
-        Final outputs are written by the runner from the returned record.
+    workspace: the stage's scratch space in the store (a ``monst3r_framework.store.Workspace``), kept
+        across interrupted runs so a stage can resume (e.g. per pair, with a ``done`` output).
+        ``None`` when a stage runs outside the runner. Create outputs with :meth:`output`.
     progress_factory: callable(total, description) -> context manager yielding a progress handle.
     log: callable(str) for one-line messages.
     seed: the recipe's random seed.
@@ -354,6 +389,25 @@ class RunContext:
     log: Callable[[str], None] = lambda msg: None
     seed: int = 0
     stage_label: str = ""
+
+    def output(self, name: str, shape: tuple[int, ...], dtype: Any, chunks: Optional[tuple[int, ...]] = None,
+               fill_value: Any = 0) -> Any:
+        """An output array to fill and return in the record (docs/store.md, "How a stage writes outputs").
+
+        In the runner: a chunked Zarr array in this stage's workspace (default chunks: one pair /
+        frame), adopted by the commit without being read back or rewritten; float values are checked
+        finite as they are written. An array of that name, shape, dtype and chunks left by an
+        interrupted run is returned with its content (track what is valid with your own ``done``
+        output). Outside the runner (no workspace): a numpy array of zeros.
+
+        Args:
+            name: the record field it becomes (its named axes and stored dtype come from the record),
+                or any other name for scratch arrays such as ``done``.
+            shape, dtype: as numpy.
+        """
+        if self.workspace is None:
+            return np.full(shape, fill_value, dtype)
+        return self.workspace.array(name, shape, dtype, chunks=chunks, fill_value=fill_value)
 
     @contextmanager
     def progress(self, total: int, description: str = "") -> Iterator[_Progress]:
@@ -380,6 +434,8 @@ class Stage(ABC, Generic[In, Out]):
         reads: optional upstream kinds whose outputs this stage reads; only those are handed to
             ``run`` and only their keys enter this stage's cache key.
         requires: the subset of ``reads`` that must be enabled in the recipe.
+        inputs_type: the ``*Inputs`` dataclass ``run`` receives; its fields declare (with
+            :func:`upstream`) where the runner takes each input from, once for the whole kind.
         output_record: the record class ``run`` returns.
     """
 
@@ -390,6 +446,7 @@ class Stage(ABC, Generic[In, Out]):
     reads: ClassVar[frozenset[str]] = frozenset()
     #: upstream kinds that must be enabled for this stage to run (checked when the recipe resolves).
     requires: ClassVar[frozenset[str]] = frozenset()
+    inputs_type: ClassVar[type]
     output_record: ClassVar[type[Record]]
 
     def __init__(self, config: StageConfig) -> None:
@@ -402,6 +459,28 @@ class Stage(ABC, Generic[In, Out]):
     def run(self, inputs: In, ctx: RunContext) -> Out:
         """Compute the stage's output record from its inputs."""
 
+    @classmethod
+    def input_sources(cls) -> dict[str, str]:
+        """Input field -> source for the fields the runner hands to this class (optional fields only
+        when ``reads`` names their source)."""
+        out = {}
+        for f in dataclasses.fields(cls.inputs_type):
+            source = f.metadata.get("source")
+            if source is None:
+                raise TypeError(f"{cls.inputs_type.__name__}.{f.name}: declare its source with upstream()")
+            if f.metadata.get("optional") and source not in cls.reads:
+                continue
+            out[f.name] = source
+        return out
+
+    @classmethod
+    def upstream_names(cls) -> frozenset[str]:
+        """Names whose keys enter this class's cache key: the stage kinds and keyed run values it
+        reads (``edges`` counts as ``pairs``), plus everything in ``reads``."""
+        names = {KEYED_SOURCES.get(src, src) for src in cls.input_sources().values()
+                 if src in KEYED_SOURCES or src in STAGE_KINDS}
+        return frozenset(names | set(cls.reads))
+
 
 class FlowEstimator(Stage[FlowInputs, FlowField]):
     """Reads frames/rgb and the pair graph; writes flow_ij, flow_ji (+ optional uncertainties).
@@ -411,6 +490,7 @@ class FlowEstimator(Stage[FlowInputs, FlowField]):
     """
 
     kind: ClassVar[StageKind] = "flow_estimator"
+    inputs_type = FlowInputs
     output_record = FlowField
     #: pairs per call to :meth:`estimate`; subclasses may read it from their config instead.
     batch_size: ClassVar[int] = 8
@@ -427,13 +507,15 @@ class FlowEstimator(Stage[FlowInputs, FlowField]):
         raise NotImplementedError(f"{type(self).__name__} must implement estimate() or run()")
 
     def run(self, inputs: FlowInputs, ctx: RunContext) -> FlowField:
-        pairs = np.asarray(inputs.pairs, dtype=np.int64)
+        pairs = np.asarray(inputs.pairs, dtype=np.int64).reshape(-1, 2)
         rgb = inputs.frames.rgb
-        # Both directions in one list of (src, dst) so batches stay full.
+        # Both directions in one list of (src, dst) so batches stay full; row r < p is flow_ij[r],
+        # row r >= p is flow_ji[r - p].
         directed = np.concatenate([pairs, pairs[:, ::-1]], axis=0)
+        p = len(pairs)
         h, w = inputs.frames.size_hw
-        flows = np.zeros((len(directed), h, w, 2), np.float32)
-        unc: Optional[np.ndarray] = None
+        flows = (ctx.output("flow_ij", (p, h, w, 2), np.float32), ctx.output("flow_ji", (p, h, w, 2), np.float32))
+        unc: Optional[tuple[Any, Any]] = None
         bs = max(1, int(getattr(self.config, "batch_size", self.batch_size)))
         with ctx.progress(len(directed), f"flow ({self.name})") as bar:
             for start in range(0, len(directed), bs):
@@ -441,17 +523,18 @@ class FlowEstimator(Stage[FlowInputs, FlowField]):
                 img1 = np.stack([np.asarray(rgb[int(i)]) for i in chunk[:, 0]])
                 img2 = np.stack([np.asarray(rgb[int(j)]) for j in chunk[:, 1]])
                 flow, u = self.estimate(img1, img2, ctx)
-                flows[start:start + len(chunk)] = flow
-                if u is not None:
-                    if unc is None:
-                        unc = np.zeros((len(directed), h, w), np.float32)
-                    unc[start:start + len(chunk)] = u
+                if u is not None and unc is None:
+                    unc = (ctx.output("uncertainty_ij", (p, h, w), np.float32),
+                           ctx.output("uncertainty_ji", (p, h, w), np.float32))
+                for k in range(len(chunk)):
+                    row = start + k
+                    flows[row >= p][row % p] = flow[k]
+                    if u is not None and unc is not None:
+                        unc[row >= p][row % p] = u[k]
                 bar.advance(len(chunk))
-        p = len(pairs)
         return FlowField(
-            pairs=pairs, flow_ij=flows[:p], flow_ji=flows[p:],
-            uncertainty_ij=None if unc is None else unc[:p],
-            uncertainty_ji=None if unc is None else unc[p:],
+            pairs=pairs, flow_ij=flows[0], flow_ji=flows[1],
+            uncertainty_ij=None if unc is None else unc[0], uncertainty_ji=None if unc is None else unc[1],
         )
 
 
@@ -459,6 +542,7 @@ class PairPredictor(Stage[PairInputs, PairPredictions]):
     """Reads frames/rgb (and flow if ``reads`` has it); writes pts3d_i, pts3d_j, conf_i, conf_j per pair."""
 
     kind: ClassVar[StageKind] = "pair_predictor"
+    inputs_type = PairInputs
     output_record = PairPredictions
 
 
@@ -466,6 +550,7 @@ class PoseSolver(Stage[PoseInputs, CameraTrajectory]):
     """Reads the pair predictions; writes initial world_from_cam, intrinsics, depth and conf per frame."""
 
     kind: ClassVar[StageKind] = "pose_solver"
+    inputs_type = PoseInputs
     output_record = CameraTrajectory
 
 
@@ -473,6 +558,7 @@ class MaskBuilder(Stage[MaskInputs, DynamicMasks]):
     """Reads what its ``reads`` names (e.g. predictions, cameras, flow); writes per-frame dynamic masks."""
 
     kind: ClassVar[StageKind] = "mask_builder"
+    inputs_type = MaskInputs
     output_record = DynamicMasks
     reads: ClassVar[frozenset[str]] = frozenset({"pair_predictor", "pose_solver", "flow_estimator"})
 
@@ -481,6 +567,7 @@ class GlobalAligner(Stage[AlignerInputs, Reconstruction]):
     """Reads predictions, the initial cameras, flow and masks; writes the final Reconstruction."""
 
     kind: ClassVar[StageKind] = "global_aligner"
+    inputs_type = AlignerInputs
     output_record = Reconstruction
     reads: ClassVar[frozenset[str]] = frozenset({"flow_estimator", "mask_builder"})
 
@@ -489,6 +576,7 @@ class Exporter(Stage[ExportInputs, ExportResult]):
     """Reads the reconstruction (and optionally init, masks, predictions); writes files to ``out_dir``."""
 
     kind: ClassVar[StageKind] = "exporter"
+    inputs_type = ExportInputs
     output_record = ExportResult
 
 

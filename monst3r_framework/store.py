@@ -8,8 +8,14 @@ Layout (see docs/store.md)::
         partial/                     scratch space of an unfinished stage (deleted on completion)
       runs/<run-id>/                 attrs: resolved recipe, versions, per-stage key/cached/seconds
 
-Stage group attrs: kind, type, plugin, stage_version, config, upstream, key, seconds, meta and
+Stage group attrs: kind, type, plugin, stage_version, config, upstream, key, seconds, meta,
+``integrity`` (per array: sha256, size and mtime of every file, recorded at commit) and
 ``complete`` (written last: a group without ``complete: true`` is never read as a result).
+
+How a stage writes outputs (docs/store.md): ``ctx.output(name, shape, dtype)`` returns an
+:class:`OutputArray` in the stage's workspace; the stage fills it per pair / frame and returns it in
+its record. :meth:`RunStore.commit` then *adopts* it (a rename on local stores, so the bytes are
+written once) and records its digest in a single read of its chunk files.
 """
 
 from __future__ import annotations
@@ -21,24 +27,29 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, TypeVar, Union
 
 import numpy as np
 
-from .errors import StoreError
+from .errors import StageError, StoreError
 from .stages import Record, Stage, StageConfig
 
 SCHEMA = 1
 R = TypeVar("R", bound=Record)
 
 
-def stage_key(cls: type[Stage], config: StageConfig, upstream: dict[str, str]) -> str:
-    """Same kind, type, stage version, config and upstream keys -> same key."""
-    payload = {
+def stage_key(cls: type[Stage], config: StageConfig, upstream: dict[str, str],
+              files: Optional[dict[str, dict[str, Any]]] = None) -> str:
+    """Same kind, type, stage version, config, upstream keys and content of the files the config
+    points to (``files``: fingerprints from monst3r_framework.fingerprint) -> same key."""
+    payload: dict[str, Any] = {
         "kind": cls.kind, "type": cls.name, "stage_version": cls.version,
         "config": config.model_dump(mode="json"), "upstream": dict(sorted(upstream.items())),
     }
+    if files:
+        payload["files"] = {name: fp["sha256"] for name, fp in sorted(files.items())}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -164,6 +175,15 @@ class RunStore:
             return self.root[path]
         except KeyError:
             return None
+        except Exception as exc:  # garbage zarr.json, unreadable folder, ...
+            parts = path.split("/")
+            kind = parts[1] if parts[0] == "stages" and len(parts) > 1 else parts[0]
+            raise StoreError(f"store {self.location}: {path} is damaged ({type(exc).__name__}: {exc}); rerun with "
+                             f"--recompute {kind} or remove it with `monst3r-fw store rm {self.location} "
+                             f"{'/'.join(parts[1:3]) if parts[0] == 'stages' else path}`") from None
+
+    def local_path(self, path: str = "") -> Path:
+        return Path(self.location) / path
 
     def is_complete(self, kind: str, key: str) -> bool:
         group = self.get_group(self.group_path(kind, key))
@@ -173,32 +193,113 @@ class RunStore:
         group = self.get_group(self.group_path(kind, key))
         return group is not None and group.attrs.get("complete") is not True
 
-    def begin(self, kind: str, key: str, attrs: dict[str, Any]) -> Any:
-        """Create (or reopen, for resuming) a stage group marked incomplete; returns its ``partial`` workspace."""
+    def begin(self, kind: str, key: str, attrs: dict[str, Any], record: Optional[type[Record]] = None,
+              label: str = "") -> "Workspace":
+        """Create (or reopen, for resuming) a stage group marked incomplete; returns its workspace
+        (the ``partial`` subgroup, kept across interrupted runs)."""
         path = self.group_path(kind, key)
         group = self.get_group(path)
         if group is None:
             group = self.root.require_group(path)
         group.attrs.update({**jsonable(attrs), "key": key, "complete": False})
-        return group.require_group("partial")
+        return Workspace(self, f"{path}/partial", group.require_group("partial"), record, label or kind)
 
-    def commit(self, kind: str, key: str, record: Record, seconds: float) -> None:
-        """Write a record's arrays and metadata, then mark the group complete (last)."""
+    def commit(self, kind: str, key: str, record: Record, seconds: float, label: str = "") -> None:
+        """Place a record's arrays in its group, record their digests, then mark it complete (last).
+
+        Arrays the stage wrote into this group's workspace (:class:`OutputArray`) are adopted: renamed
+        into place on a local store (copied chunk by chunk elsewhere), never read whole and rewritten;
+        their values were checked finite while written. Other arrays (numpy) are checked and written.
+        The digest pass then reads each array's files once.
+        """
         if self._object_lock is not None and self._object_lock.lost:  # another writer took the store over
             raise StoreError(f"store {self.location}: this run lost its lock (no heartbeat for too long); "
                              f"{kind} {key} is not marked complete; rerun to redo it")
-        group = self.root[self.group_path(kind, key)]
-        write_record(group, record)
-        if "partial" in group:
-            del group["partial"]
-        group.attrs.update({"seconds": float(seconds)})
+        path = self.group_path(kind, key)
+        group = self.root[path]
+        label = label or kind
+        placed: list[str] = []
+        for name, spec in record.DIMS.items():
+            value = getattr(record, name)
+            if name in group and name != "partial":
+                self._remove(f"{path}/{name}")
+            if value is None:
+                continue
+            if isinstance(value, OutputArray) and value.group_path == f"{path}/partial":
+                self._adopt(value, f"{path}/{name}", group)
+            else:
+                _write_array(group, name, spec, value, record.DTYPES.get(name), label)
+            placed.append(name)
+        self._remove(f"{path}/partial")
+        group = self.root[path]
+        attrs: dict[str, Any] = {"seconds": float(seconds), "meta": jsonable(record.meta()),
+                                 "record": type(record).__name__}
+        if self.is_local:
+            attrs["integrity"] = {name: _file_digests(self.local_path(f"{path}/{name}")) for name in placed}
+        group.attrs.update(attrs)
         group.attrs["complete"] = True
 
+    def _remove(self, path: str) -> None:
+        if self.is_local:
+            shutil.rmtree(self.local_path(path), ignore_errors=True)
+        elif path in self.root:
+            del self.root[path]
+
+    def _adopt(self, out: "OutputArray", dest: str, group: Any) -> None:
+        if self.is_local:
+            os.replace(self.local_path(out.path), self.local_path(dest))
+            return
+        name = dest.rsplit("/", 1)[-1]
+        src = out.zarr
+        arr = group.create_array(name, shape=src.shape, dtype=src.dtype, chunks=src.chunks,
+                                 dimension_names=src.metadata.dimension_names, overwrite=True)
+        for i in range(src.shape[0] if src.ndim else 0):  # chunk by chunk: never the whole array in memory
+            arr[i] = src[i]
+
     def load(self, kind: str, key: str, cls: type[R]) -> R:
-        group = self.get_group(self.group_path(kind, key))
+        path = self.group_path(kind, key)
+        group = self.get_group(path)
         if group is None or group.attrs.get("complete") is not True:
             raise StoreError(f"store {self.location}: {kind} {key} is not complete")
-        return read_record(group, cls)
+        return read_record(group, cls, where=f"store {self.location}: {kind} {key}")
+
+    def verify(self, kind: str, key: str, full: bool = False) -> list[str]:
+        """Problems found in a complete stage group ([] when intact).
+
+        Cheap mode (every reuse): every file recorded at commit must exist with the same size, and
+        a file whose mtime changed is re-hashed. ``full=True`` re-hashes every file.
+        """
+        if not self.is_local:
+            return []
+        path = self.group_path(kind, key)
+        group = self.get_group(path)
+        if group is None:
+            return [f"{path} is missing"]
+        integrity = group.attrs.get("integrity")
+        if integrity is None:
+            return []  # written before digests were recorded: nothing to compare against
+        problems: list[str] = []
+        for name, files in integrity.items():
+            folder = self.local_path(f"{path}/{name}")
+            if not folder.is_dir():
+                problems.append(f"array {name}: folder {folder} is missing")
+                continue
+            for rel, (sha, size, mtime_ns) in files.items():
+                file = folder / rel
+                try:
+                    st = file.stat()
+                except FileNotFoundError:
+                    problems.append(f"array {name}: {'metadata' if rel == 'zarr.json' else 'chunk'} {rel} is missing")
+                    continue
+                if st.st_size != size:
+                    problems.append(f"array {name}: {rel} changed size ({size} -> {st.st_size} bytes)")
+                elif (full or st.st_mtime_ns != mtime_ns) and _sha(file) != sha:
+                    problems.append(f"array {name}: {rel} is corrupted (content differs from its digest at commit)")
+            for file in folder.rglob("*"):
+                rel = file.relative_to(folder).as_posix()
+                if file.is_file() and rel not in files:
+                    problems.append(f"array {name}: unexpected file {rel}")
+        return problems
 
     def stage_attrs(self, kind: str, key: str) -> dict[str, Any]:
         group = self.get_group(self.group_path(kind, key))
@@ -215,8 +316,21 @@ class RunStore:
             return {}
         return {name: dict(sub.attrs) for name, sub in sorted(group.groups())}
 
-    def iter_stage_groups(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
-        """(kind, key, attrs) for every frames / stage group."""
+    def iter_stage_groups(self, errors: bool = False) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """(kind, key, attrs) for every frames / stage group. ``errors=True`` (local stores) also yields
+        groups whose metadata cannot be read, with attrs ``{"damaged": reason}``."""
+        if errors and self.is_local:
+            for parent in ("frames", *(f"stages/{p.name}" for p in sorted(self.local_path("stages").glob("*"))
+                                        if p.is_dir())):
+                kind = parent.rsplit("/", 1)[-1]
+                for folder in sorted(self.local_path(parent).glob("*")) if self.local_path(parent).is_dir() else ():
+                    if not folder.is_dir():
+                        continue
+                    try:
+                        yield kind, folder.name, dict(self.root[f"{parent}/{folder.name}"].attrs)
+                    except Exception as exc:
+                        yield kind, folder.name, {"damaged": f"group metadata unreadable ({type(exc).__name__}: {exc})"}
+            return
         frames = self.get_group("frames")
         if frames is not None:
             for key, sub in frames.groups():
@@ -234,10 +348,138 @@ class RunStore:
         path = Path(self.location) / self.group_path(kind, key)
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
+    def exists(self, kind: str, key: str) -> bool:
+        """Whether anything is stored for (kind, key), even a damaged group."""
+        if self.is_local:
+            return self.local_path(self.group_path(kind, key)).exists()
+        return self.get_group(self.group_path(kind, key)) is not None
+
     def delete(self, kind: str, key: str) -> None:
-        path = self.group_path(kind, key)
-        if path in self.root:
-            del self.root[path]
+        """Remove a stage group (also a damaged one)."""
+        self._remove(self.group_path(kind, key))
+
+
+class Workspace:
+    """The scratch group of one stage invocation (``stages/<kind>/<key>/partial``).
+
+    ``array(name, shape, dtype)`` creates (or, when one with the same shape, dtype and chunks is
+    already there from an interrupted run, reopens with its content) a chunked Zarr array; stages get
+    it through :meth:`RunContext.output`. ``group`` is the raw Zarr group for anything else.
+    """
+
+    def __init__(self, store: RunStore, path: str, group: Any, record: Optional[type[Record]], label: str) -> None:
+        self.store = store
+        self.path = path
+        self.group = group
+        self.record = record
+        self.label = label
+        #: uncompressed bytes of every output created so far (reported when the disk fills up)
+        self.planned_bytes = 0
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.group
+
+    def __getitem__(self, name: str) -> Any:
+        return self.group[name]
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: Any, chunks: Optional[tuple[int, ...]] = None,
+              fill_value: Any = 0) -> "OutputArray":
+        shape = tuple(int(s) for s in shape)
+        dtype = np.dtype(dtype)
+        chunks = tuple(chunks) if chunks is not None else _chunks(shape)
+        spec = self.record.DIMS.get(name) if self.record is not None else None
+        if self.record is not None and name in self.record.DTYPES and np.dtype(self.record.DTYPES[name]) != dtype:
+            raise StageError(f"{self.label}: output {name} must be {self.record.DTYPES[name]}, not {dtype}")
+        dims = None
+        if spec is not None and len(spec.split()) == len(shape):
+            dims = tuple(a if not a.isdigit() else f"{a}_{i}" for i, a in enumerate(spec.split()))
+        self.planned_bytes += int(np.prod(shape)) * dtype.itemsize
+        if name in self.group:
+            old = self.group[name]
+            if tuple(old.shape) == shape and np.dtype(old.dtype) == dtype and tuple(old.chunks) == chunks:
+                return OutputArray(old, f"{self.path}/{name}", self.path, f"{self.label}.{name}")
+        arr = self.group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, dimension_names=dims,
+                                      fill_value=fill_value, overwrite=True)
+        return OutputArray(arr, f"{self.path}/{name}", self.path, f"{self.label}.{name}")
+
+
+class OutputArray:
+    """A stage output in its workspace: a chunked Zarr array that refuses non-finite floats as
+    they are written (so commit never reads it back to check) and slices like numpy.
+
+    Write whole chunks where you can (``out[p] = pointmap`` with one pair per chunk)."""
+
+    __slots__ = ("zarr", "path", "group_path", "name")
+
+    def __init__(self, array: Any, path: str, group_path: str, name: str) -> None:
+        self.zarr = array
+        self.path = path
+        self.group_path = group_path
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.zarr.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.zarr.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        value = np.asarray(value)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad = int((~np.isfinite(value)).sum())
+            raise StageError(f"{self.name}: {bad} non-finite values written at index {key!r}; "
+                             "check the stage's inputs and config")
+        self.zarr[key] = value
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.zarr[key])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.asarray(self.zarr[...])
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"OutputArray({self.name}, shape={self.shape}, dtype={self.dtype})"
+
+
+def _sha(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()[:32]
+
+
+def _file_digests(folder: Path) -> dict[str, list[Any]]:
+    """{relative path: [sha256, size, mtime_ns]} for every file of a stored array (chunks and
+    its zarr.json): one read of each file."""
+    out: dict[str, list[Any]] = {}
+    for file in sorted(folder.rglob("*")):
+        if file.is_file():
+            st = file.stat()
+            out[file.relative_to(folder).as_posix()] = [_sha(file), st.st_size, st.st_mtime_ns]
+    return out
+
+
+def _write_array(group: Any, name: str, spec: str, value: Any, dtype: Optional[str], where: str) -> None:
+    arr = np.asarray(value)
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    if arr.dtype.kind == "f":
+        from .checks import check_finite
+
+        check_finite(f"{where}.{name}", arr)
+    dims = tuple(a if not a.isdigit() else f"{a}_{i}" for i, a in enumerate(spec.split()))
+    zarr_arr = group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=_chunks(arr.shape),
+                                  dimension_names=dims, overwrite=True)
+    if arr.size:
+        zarr_arr[...] = arr
 
 
 def write_record(group: Any, record: Record) -> None:
@@ -267,10 +509,18 @@ class LazyArray:
     ``len``, ``shape``, ``dtype``, ``ndim``, slicing (returns numpy) and ``np.asarray`` (loads it).
     Only the chunks a slice touches are read, so windowed stages can stream."""
 
-    __slots__ = ("_array",)
+    __slots__ = ("_array", "_where")
 
-    def __init__(self, array: Any) -> None:
+    def __init__(self, array: Any, where: str = "") -> None:
         self._array = array
+        self._where = where
+
+    def _read(self, key: Any) -> np.ndarray:
+        try:
+            return np.asarray(self._array[key])
+        except Exception as exc:  # a damaged chunk: zstd / json errors from inside zarr
+            raise StoreError(f"{self._where or 'store'}: array {self._array.basename} cannot be read "
+                             f"({type(exc).__name__}: {exc}); run `monst3r-fw store verify` and rerun with --recompute") from None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -299,14 +549,14 @@ class LazyArray:
                 idx = np.asarray(first)
                 if idx.dtype == bool:
                     idx = np.nonzero(idx)[0]
-                rows = np.stack([np.asarray(self._array[int(i)]) for i in idx]) if len(idx) else \
+                rows = np.stack([self._read(int(i)) for i in idx]) if len(idx) else \
                     np.zeros((0,) + self.shape[1:], self.dtype)
                 return rows[(slice(None),) + rest] if rest else rows
             return np.asarray(self)[key]
-        return np.asarray(self._array[key])
+        return self._read(key)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = np.asarray(self._array[...])
+        out = self._read(...)
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -317,12 +567,12 @@ class LazyArray:
         return f"LazyArray(shape={self.shape}, dtype={self.dtype})"
 
 
-def read_record(group: Any, cls: type[R]) -> R:
+def read_record(group: Any, cls: type[R], where: str = "") -> R:
     """Rebuild a record from a group: arrays are :class:`LazyArray` views (slice them or
     ``np.asarray`` them), metadata comes from attrs."""
     kwargs: dict[str, Any] = {}
     for name in cls.DIMS:
-        kwargs[name] = LazyArray(group[name]) if name in group else None
+        kwargs[name] = LazyArray(group[name], where) if name in group else None
     meta = group.attrs.get("meta", {}) or {}
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for name, value in meta.items():

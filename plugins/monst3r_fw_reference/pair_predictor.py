@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Optional
 
 import numpy as np
 from pydantic import Field
 
 from monst3r_framework.errors import StageError
+from monst3r_framework.fingerprint import InputFile
 from monst3r_framework.stages import PairInputs, PairPredictions, PairPredictor, RunContext, StageConfig
 
 from .network.env import CHECKPOINT_ENV, DUST3R_CHECKPOINT_ENV
@@ -38,7 +39,7 @@ _OUTPUTS = ("pts3d_i", "pts3d_j", "conf_i", "conf_j")
 
 class Monst3rPairConfig(StageConfig):
     type: Literal["monst3r"] = "monst3r"
-    checkpoint: Optional[str] = Field(
+    checkpoint: Annotated[Optional[str], InputFile(env=CHECKPOINT_ENV)] = Field(
         None, description="Network weights (.pth, .safetensors or a folder); None -> $MONST3R_CHECKPOINT.")
     batch_size: int = Field(
         0, ge=0, le=4096, description="Directed pairs decoded per batch; 0 = chosen from the free memory.")
@@ -52,7 +53,7 @@ class Monst3rPairConfig(StageConfig):
 
 class Dust3rPairConfig(Monst3rPairConfig):
     type: Literal["dust3r"] = "dust3r"  # type: ignore[assignment]
-    checkpoint: Optional[str] = Field(
+    checkpoint: Annotated[Optional[str], InputFile(env=DUST3R_CHECKPOINT_ENV)] = Field(
         None, description="DUSt3R weights (224 linear or 512 DPT); None -> $DUST3R_CHECKPOINT.")
 
 
@@ -140,30 +141,23 @@ class MonST3RPairPredictor(PairPredictor):
         return nullcontext()
 
     # ------------------------------------------------------------------ output buffers
-    def _buffers(self, ctx: RunContext, pairs: np.ndarray, h: int, w: int) -> tuple[dict[str, Any], np.ndarray]:
-        """Output arrays (Zarr in the workspace when given, else numpy) and the (P,) done flags."""
+    def _buffers(self, ctx: RunContext, pairs: np.ndarray, h: int, w: int) -> tuple[dict[str, Any], Any, np.ndarray]:
+        """Output arrays (``ctx.output``: Zarr in the workspace under the runner, else numpy), the
+        (P,) done-flag output and the flags left by an interrupted run (valid only for the same pairs)."""
         p = len(pairs)
         dtype = np.dtype(self.config.storage_dtype)
         shapes = {"pts3d_i": (p, h, w, 3), "pts3d_j": (p, h, w, 3), "conf_i": (p, h, w), "conf_j": (p, h, w)}
-        ws = ctx.workspace
-        if ws is None:
-            return {k: np.zeros(s, dtype) for k, s in shapes.items()}, np.zeros(p, bool)
-        reusable = (
-            all(k in ws for k in ("pairs", "done", *_OUTPUTS))
-            and tuple(ws["pairs"].shape) == pairs.shape and np.array_equal(ws["pairs"][:], pairs)
-            and all(tuple(ws[k].shape) == s and np.dtype(ws[k].dtype) == dtype for k, s in shapes.items())
-        )
-        if not reusable:
-            ws.create_array("pairs", shape=pairs.shape, dtype=np.int64, overwrite=True)[:] = pairs
-            for key, shape in shapes.items():
-                dims = ("P", "H", "W", "C")[: len(shape)]
-                ws.create_array(key, shape=shape, dtype=dtype, chunks=(1,) + shape[1:], dimension_names=dims,
-                                fill_value=0, overwrite=True)
-            ws.create_array("done", shape=(p,), dtype=bool, fill_value=False, overwrite=True)
-        done = np.asarray(ws["done"][:], bool)
+        outputs = {k: ctx.output(k, s, dtype) for k, s in shapes.items()}
+        stored_pairs = ctx.output("pairs", pairs.shape, np.int64)
+        flags = ctx.output("done", (p,), bool, chunks=(max(1, p),))
+        done = np.asarray(flags[:], bool)
+        if not np.array_equal(np.asarray(stored_pairs[:]), pairs):  # another graph: nothing is reusable
+            stored_pairs[:] = pairs
+            done[:] = False
+            flags[:] = done
         if done.any():
             ctx.log(f"{self.name}: resuming, {int(done.sum())}/{p} pairs already done")
-        return {k: ws[k] for k in _OUTPUTS}, done
+        return outputs, flags, done
 
     # ------------------------------------------------------------------ run
     def run(self, inputs: PairInputs, ctx: RunContext) -> PairPredictions:
@@ -183,7 +177,7 @@ class MonST3RPairPredictor(PairPredictor):
         if h % ps or w % ps:
             raise StageError(f"{label}: frames are {h}x{w}, not multiples of {ps}; set input sizes to multiples of {ps}")
 
-        outputs, done = self._buffers(ctx, pairs, h, w)
+        outputs, flags, done = self._buffers(ctx, pairs, h, w)
         todo = np.flatnonzero(~done)
         bs = self.config.batch_size or auto_batch_size(model, h, w, self.device)
         start_count = model.encoder_images
@@ -221,13 +215,11 @@ class MonST3RPairPredictor(PairPredictor):
                     arr = value.float().cpu().numpy().astype(storage, copy=False)
                     if isinstance(outputs[key], np.ndarray):
                         outputs[key][idx] = arr
-                    else:  # Zarr: one chunk per pair
+                    else:  # workspace output: one whole chunk per pair
                         for row_k, p in enumerate(idx.tolist()):
                             outputs[key][p] = arr[row_k]
-                if ctx.workspace is not None:
-                    flags = ctx.workspace["done"]
-                    for p in idx.tolist():
-                        flags[p] = True
+                done[idx] = True
+                flags[:] = done  # after the outputs: a pair is marked done only once it is stored
                 bar.advance(len(idx))
         self.encoder_passes = model.encoder_images - start_count
         return PairPredictions(pairs=pairs, **outputs)

@@ -34,12 +34,13 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import ClassVar, Literal, Optional, Sequence
+from typing import Annotated, ClassVar, Literal, Optional, Sequence
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from monst3r_framework.errors import InputError, StageError
+from monst3r_framework.fingerprint import InputFile
 from monst3r_framework.stages import CameraTrajectory, PairPredictions, PoseInputs, PoseSolver, RunContext, StageConfig
 
 
@@ -250,7 +251,7 @@ class PnPMSTConfig(StageConfig):
     focal: Optional[float] = Field(None, gt=0, description="Known focal in pixels at network resolution (all frames).")
     intrinsics: Optional[tuple[tuple[float, float, float], tuple[float, float, float], tuple[float, float, float]]] = Field(
         None, description="Known 3x3 pixel intrinsics at network resolution (all frames); focal = (fx + fy) / 2.")
-    known_poses: Optional[str] = Field(
+    known_poses: Annotated[Optional[str], InputFile()] = Field(
         None, description="Path of known camera-to-world poses for every frame (.npz/.npy/.txt, see docs); "
         "the estimate is similarity-aligned to them and the depths rescaled.")
     num_workers: int = Field(0, ge=0, le=256, description="Threads for PnP; 0 = one per CPU core.")

@@ -24,13 +24,14 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
+from typing import Annotated, ClassVar, Literal, Optional
 
 import numpy as np
 from pydantic import Field
 
 from monst3r_framework.errors import InputError, StageError
 from monst3r_framework.scene_graph import pair_rows
+from monst3r_framework.fingerprint import InputFile
 from monst3r_framework.stages import (
     FlowEstimator, FlowField, FlowInputs, PairInputs, PairPredictions, PairPredictor, RunContext, StageConfig,
 )
@@ -98,6 +99,12 @@ def save_flow_field(path: str | Path, flow: FlowField, compressed: bool = False)
                           np.concatenate([np.asarray(flow.flow_ij), np.asarray(flow.flow_ji)]), compressed)
 
 
+def _check_keys(files: list[str], keys: tuple[str, ...], where: str, what: str) -> None:
+    missing = [k for k in keys if k not in files]
+    if missing:
+        raise InputError(f"{where}: {what} file lacks keys {missing}; expected {list(keys)} (see monst3r_fw_reference.precomputed)")
+
+
 def _check_pairs_arrays(arrays: dict, where: str, size_hw: Optional[tuple[int, int]] = None) -> None:
     missing = [k for k in PAIR_KEYS if k not in arrays]
     if missing:
@@ -140,6 +147,64 @@ def _open_npz(path: Optional[str], kind: str) -> np.lib.npyio.NpzFile:
         raise InputError(f"stages.{kind}.path: cannot read {p} as npz ({exc}); write it with numpy.savez") from exc
 
 
+class _NpyRows:
+    """Rows of an uncompressed npz member read on demand with pread (no whole-array load and no
+    memory map, whose touched pages would count towards the process's memory)."""
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.offset, self.shape, self.dtype = path, offset, tuple(shape), np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        import os
+
+        row = int(row)
+        if not 0 <= row < self.shape[0]:
+            raise IndexError(row)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            buf = os.pread(fd, self.row_bytes, self.offset + row * self.row_bytes)
+        finally:
+            os.close(fd)
+        return np.frombuffer(buf, self.dtype).reshape(self.shape[1:])
+
+
+def _npz_arrays(data: np.lib.npyio.NpzFile, path: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The npz members ``keys``: row readers when stored uncompressed (``numpy.savez``), so only the
+    rows a run needs are read, one at a time; loaded when compressed (and for ``pairs``)."""
+    import zipfile
+
+    from numpy.lib import format as npf
+
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(Path(path).expanduser()) as zf:
+        for key in keys:
+            if key not in data.files:
+                continue
+            info = zf.getinfo(f"{key}.npy")
+            mapped = None
+            if info.compress_type == zipfile.ZIP_STORED and key != "pairs":
+                with zf.open(info) as member:
+                    version = npf.read_magic(member)
+                    read_header = npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0
+                    shape, fortran, dtype = read_header(member)
+                    header_len = member.tell()
+                if not fortran and not dtype.hasobject:
+                    # data starts after the member's local header (30 bytes + name + extra) and the npy header
+                    with open(Path(path).expanduser(), "rb") as fh:
+                        fh.seek(info.header_offset + 26)
+                        name_len, extra_len = np.frombuffer(fh.read(4), "<u2")
+                    offset = info.header_offset + 30 + int(name_len) + int(extra_len) + header_len
+                    if len(shape) >= 2:
+                        mapped = _NpyRows(Path(path).expanduser(), offset, shape, dtype)
+            out[key] = mapped if mapped is not None else data[key]
+    return out
+
+
 def _rows_for(needed: np.ndarray, stored: np.ndarray, where: str, what: str) -> np.ndarray:
     """Row of each needed directed pair (i, j) in the file's pairs, stored as is (first row if twice)."""
     needed = np.asarray(needed, np.int64).reshape(-1, 2)
@@ -154,7 +219,7 @@ def _rows_for(needed: np.ndarray, stored: np.ndarray, where: str, what: str) -> 
 
 class PrecomputedPairsConfig(StageConfig):
     type: Literal["precomputed"] = "precomputed"
-    path: Optional[str] = Field(None, description="npz pairs file: pairs, pts3d_i, pts3d_j, conf_i, conf_j (see docs).")
+    path: Annotated[Optional[str], InputFile()] = Field(None, description="npz pairs file: pairs, pts3d_i, pts3d_j, conf_i, conf_j (see docs).")
 
 
 class PrecomputedPairPredictor(PairPredictor):
@@ -168,20 +233,24 @@ class PrecomputedPairPredictor(PairPredictor):
         where = f"stages.pair_predictor.path {self.config.path}"
         data = _open_npz(self.config.path, "pair_predictor")
         with data:
-            arrays = {k: data[k] for k in data.files if k in PAIR_KEYS}
+            _check_keys(data.files, PAIR_KEYS, where, "pairs")
+            arrays = _npz_arrays(data, str(self.config.path), PAIR_KEYS)
             _check_pairs_arrays(arrays, where, inputs.frames.size_hw)
             needed = np.asarray(inputs.pairs, np.int64).reshape(-1, 2)
             rows = _rows_for(needed, arrays["pairs"], where, "pair")
-            return PairPredictions(
-                pairs=needed, pts3d_i=arrays["pts3d_i"][rows].astype(np.float32),
-                pts3d_j=arrays["pts3d_j"][rows].astype(np.float32),
-                conf_i=arrays["conf_i"][rows].astype(np.float32), conf_j=arrays["conf_j"][rows].astype(np.float32),
-            )
+            out = {k: ctx.output(k, (len(needed),) + tuple(arrays[k].shape[1:]), np.float32) for k in PAIR_KEYS[1:]}
+            block = 8  # pairs per write: Zarr writes the block's chunks concurrently
+            with ctx.progress(len(needed), ctx.stage_label or "pair_predictor (precomputed)") as bar:
+                for n in range(0, len(rows), block):
+                    for k, arr in out.items():
+                        arr[n:n + block] = np.stack([arrays[k][r] for r in rows[n:n + block].tolist()])
+                    bar.advance(len(rows[n:n + block]))
+            return PairPredictions(pairs=needed, **out)
 
 
 class PrecomputedFlowConfig(StageConfig):
     type: Literal["precomputed"] = "precomputed"
-    path: Optional[str] = Field(None, description="npz flow file: pairs, flow (both directions of every edge).")
+    path: Annotated[Optional[str], InputFile()] = Field(None, description="npz flow file: pairs, flow (both directions of every edge).")
 
 
 class PrecomputedFlowEstimator(FlowEstimator):
@@ -195,13 +264,19 @@ class PrecomputedFlowEstimator(FlowEstimator):
         where = f"stages.flow_estimator.path {self.config.path}"
         data = _open_npz(self.config.path, "flow_estimator")
         with data:
-            arrays = {k: data[k] for k in data.files if k in FLOW_KEYS}
+            _check_keys(data.files, FLOW_KEYS, where, "flow")
+            arrays = _npz_arrays(data, str(self.config.path), FLOW_KEYS)
             _check_flow_arrays(arrays, where, inputs.frames.size_hw)
             needed = np.asarray(inputs.pairs, np.int64).reshape(-1, 2)
             fwd = _rows_for(needed, arrays["pairs"], where, "flow for pair")
             bwd = _rows_for(needed[:, ::-1], arrays["pairs"], where, "flow for pair")
             flow = arrays["flow"]
-            return FlowField(pairs=needed, flow_ij=flow[fwd].astype(np.float32), flow_ji=flow[bwd].astype(np.float32))
+            shape = (len(needed),) + tuple(flow.shape[1:])
+            flow_ij, flow_ji = ctx.output("flow_ij", shape, np.float32), ctx.output("flow_ji", shape, np.float32)
+            for n, (a, b) in enumerate(zip(fwd.tolist(), bwd.tolist())):
+                flow_ij[n] = flow[a]
+                flow_ji[n] = flow[b]
+            return FlowField(pairs=needed, flow_ij=flow_ij, flow_ji=flow_ji)
 
 
 STAGES = (PrecomputedPairPredictor, PrecomputedFlowEstimator)

@@ -92,7 +92,7 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _wait_for_incomplete_pairs(store: Path, timeout: float = 60.0) -> None:
+def _wait_for_incomplete_pairs(store: Path, timeout: float = 180.0) -> None:  # CLI start-up on a busy machine
     deadline = time.time() + timeout
     while time.time() < deadline:
         groups = list((store / "stages" / "pair_predictor").glob("*/zarr.json")) if store.exists() else []

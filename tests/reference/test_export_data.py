@@ -122,12 +122,21 @@ def test_every_exporter_lists_exactly_the_files_it_wrote(cls, tmp_path):
 
 
 def test_interrupted_export_never_looks_complete(tmp_path, monkeypatch):
+    """Atomicity is the runner's (publish_export): an exporter interrupted mid-write leaves the
+    previous complete folder and no staging folder."""
+    import dataclasses as dc
+
+    from monst3r_framework.runner import EXPORT_MARKER, publish_export
+
+    def export(seed: int) -> None:
+        def write(staging):
+            return list(run_exporter(ex.Monst3rLayoutExporter, dc.replace(make_inputs(staging, seed=seed), out_dir=staging)).files)
+        publish_export(tmp_path, "layout", write, {"key": str(seed)})
+
+    export(0)
     out = tmp_path / "layout"
-    out.mkdir()
-    inputs = make_inputs(out)
-    run_exporter(ex.Monst3rLayoutExporter, inputs)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    (out / "stale_marker.txt").write_text("from the previous export")
+    assert EXPORT_MARKER in before
 
     from monst3r_fw_reference.export import monst3r_layout
 
@@ -142,17 +151,15 @@ def test_interrupted_export_never_looks_complete(tmp_path, monkeypatch):
 
     monkeypatch.setattr(monst3r_layout, "write_png", flaky)
     with pytest.raises(KeyboardInterrupt):
-        run_exporter(ex.Monst3rLayoutExporter, make_inputs(out, seed=1))
+        export(1)
     # the previous complete export is untouched, nothing half-written is visible, no staging left
-    assert (out / "stale_marker.txt").exists()
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "stale_marker.txt"} == before
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["layout"]
 
     monkeypatch.setattr(monst3r_layout, "write_png", real)
-    result = run_exporter(ex.Monst3rLayoutExporter, make_inputs(out, seed=1))
-    assert not (out / "stale_marker.txt").exists(), "a new export replaces the folder"
-    assert set(result.files) == {p.name for p in out.iterdir()}
+    export(1)
     assert (out / "pred_traj.txt").read_bytes() != before["pred_traj.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["layout"]
 
 
 def test_shape_mismatch_is_one_clear_error(tmp_path):

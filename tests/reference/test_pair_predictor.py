@@ -89,8 +89,10 @@ def test_encoder_passes_equal_frames_for_any_graph(tiny_model, frames):
 
 
 def test_resume_from_workspace_skips_done_pairs(tiny_model, frames, tmp_path):
-    zarr = pytest.importorskip("zarr")
-    ws = zarr.open_group(str(tmp_path / "ws.zarr"), mode="w")
+    from monst3r_framework.stages import PairPredictions
+    from monst3r_framework.store import RunStore
+
+    ws = RunStore(tmp_path / "ws.zarr", lock=False).begin("pair_predictor", "k", {}, record=PairPredictions)
     pairs = make_pairs(N_FRAMES, "swin-1-noncyclic")  # (0,1) (1,2) (2,3)
     first = _run(_stage(tiny_model), frames, pairs, ws)
     full = {k: np.asarray(getattr(first, k)[:]) for k in ("pts3d_i", "pts3d_j", "conf_i", "conf_j")}

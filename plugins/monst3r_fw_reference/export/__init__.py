@@ -1,7 +1,7 @@
 """Reference exporter stages (kind ``exporter``). File layouts of each: docs/exporters.md.
 
-Every exporter writes into a hidden staging folder and renames it to its ``out_dir`` only when
-complete (see :class:`~monst3r_fw_reference.export._common.AtomicExporter`).
+Every exporter writes into the folder it is given; the runner gives a hidden staging folder and
+renames it into place only when complete (``monst3r_framework.runner.publish_export``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Shared plumbing of the exporter stages: input checks, atomic output folders, point selection.
+"""Shared plumbing of the exporter stages: input checks, file writing, point selection (the runner
+makes output folders atomic).
 
 Conventions follow :mod:`monst3r_framework.stages` (OpenCV cameras, camera-to-world poses, pixel
 intrinsics with integer coordinates at pixel centres). Formats that put the pixel *corner* at the
@@ -7,9 +8,6 @@ origin (COLMAP, nerfstudio) get :data:`CORNER_FROM_CENTRE` added to their princi
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from abc import abstractmethod
 from pathlib import Path
 from typing import Optional
@@ -209,46 +207,26 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 
 def relative_files(root: Path) -> tuple[str, ...]:
-    """Every file under ``root`` as sorted POSIX paths relative to it."""
-    return tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()))
-
-
-def _publish(staging: Path, out_dir: Path) -> None:
-    """Move a finished staging folder to ``out_dir`` so that ``out_dir`` never holds a partial export."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    if out_dir.exists() and not any(out_dir.iterdir()):
-        out_dir.rmdir()
-    old: Optional[Path] = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out_dir, old)
-    os.replace(staging, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Every file under ``root`` as sorted POSIX paths relative to it (the runner's own
+    ``.monst3r_fw*`` bookkeeping files excluded)."""
+    return tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                        if p.is_file() and not p.name.startswith(".monst3r_fw")))
 
 
 class AtomicExporter(Exporter):
-    """Base of the reference exporters: writes into a hidden staging folder beside ``out_dir`` and
-    renames it into place only when every file is written, so an interrupted export leaves either
-    the previous complete export or no ``out_dir`` at all (plus a ``.<name>.partial-*`` folder that
-    the next run removes). Subclasses implement :meth:`write`.
+    """Base of the reference exporters: checks the inputs, then :meth:`write` fills ``out_dir``.
+
+    Atomicity lives in one place, the runner (``monst3r_framework.runner.publish_export``): it hands
+    over an empty staging folder as ``out_dir`` and renames it into place only when ``run`` returns,
+    so an interrupted export never looks complete. Subclasses implement :meth:`write`.
     """
 
     def run(self, inputs: ExportInputs, ctx: RunContext) -> ExportResult:
         out_dir = Path(inputs.out_dir)
-        where = f"exporter {self.name}"
-        scene = scene_arrays(inputs, where)
-        for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*") if out_dir.parent.exists() else ():
-            shutil.rmtree(stale, ignore_errors=True)
-        staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
-        staging.mkdir(parents=True)
-        try:
-            self.write(inputs, scene, staging, ctx)
-            files = relative_files(staging)
-            _publish(staging, out_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        scene = scene_arrays(inputs, f"exporter {self.name}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.write(inputs, scene, out_dir, ctx)
+        files = relative_files(out_dir)
         ctx.log(f"{self.name}: wrote {len(files)} files to {out_dir}")
         return ExportResult(files=files)
 

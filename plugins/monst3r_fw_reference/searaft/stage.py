@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from typing import ClassVar, Literal, Optional
+from typing import Annotated, ClassVar, Literal, Optional
 
 import numpy as np
 from pydantic import Field
 
 from monst3r_framework.errors import InputError, StageError
+from monst3r_framework.fingerprint import InputFile
 from monst3r_framework.stages import FlowEstimator, RunContext, StageConfig
 
 _AUTOCAST_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
@@ -18,7 +19,7 @@ class SeaRaftFlowConfig(StageConfig):
     """Config of the ``sea_raft`` flow estimator."""
 
     type: Literal["sea_raft"] = "sea_raft"
-    checkpoint: Optional[str] = Field(
+    checkpoint: Annotated[Optional[str], InputFile(env="SEARAFT_CHECKPOINT")] = Field(
         None,
         description="Path to Tartan-C-T-TSKH-spring540x960-M.pth (official layout, bare or 'module.' keys); "
         "None reads the SEARAFT_CHECKPOINT environment variable.",

@@ -135,7 +135,7 @@ def timing_table(reports: list[Any], title: str = "stages") -> Table:
 def _log(msg: str) -> None:
     # in a log file (not a terminal) every finished stage gets a line too, beside the plain progress lines
     finished = not console.is_terminal and (": computed " in msg or ": resumed " in msg)
-    if STATE["verbose"] or "reusing" in msg or "redoing" in msg or finished:
+    if STATE["verbose"] or "reusing" in msg or "redoing" in msg or "ended without finishing" in msg or finished:
         console.print(f"[dim]{msg}[/dim]", highlight=False, soft_wrap=True)
 
 
@@ -529,14 +529,21 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     from .errors import Interrupted
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise Interrupted("SIGTERM", 143)
+    caught: list[Interrupted] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        exc = Interrupted("SIGTERM", 143) if signum == signal.SIGTERM else Interrupted("Ctrl-C", 130)
+        caught.append(exc)
+        raise exc
 
     if threading_is_main():
-        signal.signal(signal.SIGTERM, on_sigterm)
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # zarr's event loop: errors reach us as exceptions
     try:
         code = app(args=argv, standalone_mode=False)
+        if caught:  # typer turns the interrupt into a returned exit code 130
+            _interrupted(caught[-1])
         if isinstance(code, int) and code:  # typer.Exit(n) is returned, not raised, without standalone mode
             sys.exit(code)
     except Monst3rFWError as exc:
@@ -546,7 +553,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         console.print(f"[red]error:[/red] {_printable(str(exc))}", soft_wrap=True, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt as exc:
-        _interrupted(exc)
+        _interrupted(caught[-1] if caught else exc)
     except SystemExit:
         raise
     except Exception as exc:
@@ -555,8 +562,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         if type(exc).__name__ == "Abort":
-            if isinstance(exc.__context__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
-                _interrupted(exc.__context__)
+            if caught or isinstance(exc.__context__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+                _interrupted(caught[-1] if caught else exc.__context__)
             sys.exit(1)
         if STATE["verbose"]:
             console.print_exception()

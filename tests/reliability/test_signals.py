@@ -40,8 +40,11 @@ def test_signal_one_line_exit_code_status_and_resume(clip, tmp_path, sig, code, 
     time.sleep(0.3)
     proc.send_signal(sig)
     result = finish_cli(proc)
-    line = result.assert_clean_failure(name, "rerun", code=code, prefix="interrupted")
-    assert "resume" in line
+    # progress lines (plain, not a terminal) come first; the interruption is one line, the last
+    assert result.code == code and "Traceback" not in result.stderr + result.stdout, result.describe()
+    lines = [line for line in result.stderr_lines if line.startswith("interrupted")]
+    assert len(lines) == 1 and lines[0] == result.stderr_lines[-1], result.describe()
+    assert name in lines[0] and "rerun" in lines[0] and "resume" in lines[0]
     status = json.loads((out / "run.json").read_text())
     assert status["status"] == "interrupted" and name.split()[0] in status["reason"]
     assert not (out / "toy_export").exists()

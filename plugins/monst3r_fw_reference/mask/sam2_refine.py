@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
+from typing import Annotated, ClassVar, Literal, Optional
 
 import numpy as np
 from pydantic import Field
 
 from monst3r_framework.errors import StageError
+from monst3r_framework.fingerprint import InputFile
 from monst3r_framework.stages import DynamicMasks, MaskBuilder, MaskInputs, RunContext
 
 from .flow_static import FlowStaticConfig, FlowStaticMask
@@ -19,7 +20,7 @@ __all__ = ["SAM2RefineConfig", "SAM2Refine", "STAGES"]
 
 class SAM2RefineConfig(FlowStaticConfig):
     type: Literal["sam2_refine"] = "sam2_refine"  # type: ignore[assignment]
-    checkpoint: Optional[str] = Field(None, description="SAM2 checkpoint (.pt), e.g. sam2.1_hiera_large.pt.")
+    checkpoint: Annotated[Optional[str], InputFile()] = Field(None, description="SAM2 checkpoint (.pt), e.g. sam2.1_hiera_large.pt.")
     model_cfg: str = Field("configs/sam2.1/sam2.1_hiera_l.yaml", description="SAM2 model config name (official: "
                            "configs/sam2.1/sam2.1_hiera_l.yaml).")
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
+from typing import Annotated, ClassVar, Literal, Optional
 
 import numpy as np
 from pydantic import Field
 
 from monst3r_framework.errors import InputError
+from monst3r_framework.fingerprint import InputFile
 from monst3r_framework.stages import DynamicMasks, MaskBuilder, MaskInputs, RunContext, StageConfig
 
 __all__ = ["UserMasksConfig", "UserMasks", "STAGES"]
@@ -17,7 +18,7 @@ __all__ = ["UserMasksConfig", "UserMasks", "STAGES"]
 
 class UserMasksConfig(StageConfig):
     type: Literal["user_masks"] = "user_masks"
-    path: Optional[str] = Field(None, description="Folder of per-frame PNG masks named with the frame number "
+    path: Annotated[Optional[str], InputFile()] = Field(None, description="Folder of per-frame PNG masks named with the frame number "
                                 "(e.g. mask_0007.png for frame 7 of the original video, or 0..F-1).")
     dynamic_is: Literal["white", "black"] = Field("white", description="Which pixel value marks dynamic pixels.")
     threshold: int = Field(127, ge=0, le=254, description="Grey level separating the two classes.")

@@ -542,7 +542,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # zarr's event loop: errors reach us as exceptions
     try:
         code = app(args=argv, standalone_mode=False)
-        if caught:  # typer turns the interrupt into a returned exit code 130
+        # typer turns an interrupt that reached it into a returned exit code 130; a command that
+        # caught it as its normal stop (``view``: Ctrl-C ends the server) returns 0 and exits 0
+        if caught and isinstance(code, int) and code:
             _interrupted(caught[-1])
         if isinstance(code, int) and code:  # typer.Exit(n) is returned, not raised, without standalone mode
             sys.exit(code)

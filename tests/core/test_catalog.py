@@ -74,7 +74,7 @@ def _plugin_with_recipes(folder):
 def test_plugins_contribute_recipes_without_shadowing_builtins(tmp_path):
     (tmp_path / "lab_fast.yaml").write_text("schema: 1\nextends: classical\ndescription: the lab's fast setting\n")
     (tmp_path / "paper.yaml").write_text("schema: 1\ndescription: not the real paper recipe\n")
-    reg = build_registry(load_entrypoints=False, plugins=["monst3r_fw_reference.plugin", _plugin_with_recipes(tmp_path)])
+    reg = build_registry(load_entrypoints=False, plugins=["monst3r_fw_reference.plugin", "monst3r_fw_viewer.plugin", _plugin_with_recipes(tmp_path)])
     catalog = recipe_catalog(reg, with_shadowed=True)
     assert catalog["lab_fast"].origin == "plugin acme_recipes" and catalog["lab_fast"].header() == (
         "the lab's fast setting", "classical")

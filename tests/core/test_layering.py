@@ -2,6 +2,9 @@
 
 * ``monst3r_framework`` (the core) imports no plugin package, no ``monst3r_fw_eval``, no benchmarks;
 * plugin packages import the core, never ``monst3r_fw_eval`` (evaluation) nor benchmarks;
+* the viewer (``monst3r_fw_viewer``: the 4D viewer and the report) is a tool over finished runs, on
+  the evaluation's layer: it may use evaluation (ground-truth metrics in the report), and no stage
+  plugin and not the evaluation imports it;
 * nothing shipped imports ``tests``.
 
 Every ``import`` and ``from ... import`` is read with ``ast``, including those inside functions
@@ -20,6 +23,7 @@ from tests.conftest import REPO_ROOT
 CORE = REPO_ROOT / "monst3r_framework"
 PLUGINS = REPO_ROOT / "plugins"
 EVAL = "monst3r_fw_eval"
+VIEWER = "monst3r_fw_viewer"
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
@@ -58,11 +62,16 @@ def test_core_imports_no_plugin_and_no_evaluation():
     assert _violations(sorted(CORE.rglob("*.py")), forbidden) == []
 
 
-@pytest.mark.parametrize("package", [p for p in _plugin_packages() if p != EVAL])
+@pytest.mark.parametrize("package", [p for p in _plugin_packages() if p not in (EVAL, VIEWER)])
 def test_plugins_import_neither_evaluation_nor_benchmarks(package):
     files = sorted((PLUGINS / package).rglob("*.py"))
     assert files
-    assert _violations(files, (EVAL, "benchmarks", "tests")) == []
+    assert _violations(files, (EVAL, VIEWER, "benchmarks", "tests")) == []
+
+
+def test_viewer_imports_no_benchmarks_and_evaluation_not_the_viewer():
+    assert _violations(sorted((PLUGINS / VIEWER).rglob("*.py")), ("benchmarks", "tests")) == []
+    assert _violations(sorted((PLUGINS / EVAL).rglob("*.py")), (VIEWER,)) == []
 
 
 def test_evaluation_imports_no_benchmarks_or_tests():

@@ -21,14 +21,15 @@ def _install_toy(tmp_path, monkeypatch) -> None:
 
 def test_suite_reads_only_the_reference_entry_point(tmp_path, monkeypatch):
     _install_toy(tmp_path, monkeypatch)
-    assert os.environ["MONST3R_FW_PLUGINS"] == "reference"
+    # reference + viewer (the report exporter every shipped recipe uses), never the toy package
+    assert os.environ["MONST3R_FW_PLUGINS"] == "reference,viewer"
     plugins = {e.plugin for e in build_registry().entries.values()}
-    assert plugins == {"reference"}
+    assert plugins == {"reference", "viewer"}
 
 
 def test_registry_fixture_reads_no_entry_point(registry, tmp_path, monkeypatch):
     _install_toy(tmp_path, monkeypatch)
-    assert {e.plugin for e in registry.entries.values()} == {"monst3r_fw_reference.plugin"}
+    assert {e.plugin for e in registry.entries.values()} == {"monst3r_fw_reference.plugin", "monst3r_fw_viewer.plugin"}
     assert registry.get("pose_solver", "pnp_mst").cls.__module__ == "monst3r_fw_reference.pose"
 
 

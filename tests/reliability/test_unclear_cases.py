@@ -220,6 +220,7 @@ def _pairs_file(path: Path, pairs: np.ndarray, size_hw=(4, 6)) -> Path:
 
 def test_float_pair_indices_refused_not_truncated(tmp_path):
     """Issue: float pair indices in a precomputed file were truncated (2.7 -> 2) and paired the wrong frames."""
+    from monst3r_framework.stages import RunContext
     from monst3r_fw_reference.precomputed import (
         PrecomputedFlowConfig, PrecomputedFlowEstimator, PrecomputedPairPredictor, PrecomputedPairsConfig,
         write_pairs_npz,
@@ -231,10 +232,10 @@ def test_float_pair_indices_refused_not_truncated(tmp_path):
     stage = PrecomputedPairPredictor(PrecomputedPairsConfig(path=str(path)))
     with pytest.raises(InputError, match=r"'pairs' holds float64 frame indices that are not whole numbers "
                                          r"\(e\.g\. 2\.7 at pairs\[2, 1\]\).*np\.int64"):
-        stage.run(inputs, None)
+        stage.run(inputs, RunContext())
     # integral floats are exact: accepted, and the rows are the right ones
     exact = _pairs_file(tmp_path / "exact.npz", floats.round().clip(0, 2) * 1.0)
-    out = PrecomputedPairPredictor(PrecomputedPairsConfig(path=str(exact))).run(inputs, None)
+    out = PrecomputedPairPredictor(PrecomputedPairsConfig(path=str(exact))).run(inputs, RunContext())
     np.testing.assert_array_equal(out.pairs, inputs.pairs)
     # the writer refuses too
     with pytest.raises(InputError, match="not whole numbers"):

@@ -181,6 +181,10 @@ def run(
     out_console.print(timing_table(result.reports, title=f"run {result.run_id}"))
     for notice in result.notices:
         out_console.print(f"[yellow]note:[/yellow] {notice}", soft_wrap=True, highlight=False)
+    per_frame = result.store_mib_per_frame
+    if per_frame:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in per_frame.items() if k != "total")
+        out_console.print(f"store: {per_frame['total']:.2f} MiB/frame ({parts})", highlight=False)
     out_console.print(f"outputs: {result.out_dir}  (store: {result.store_location})")
 
 

@@ -76,6 +76,19 @@ class PairsConfig(BaseModel):
     symmetrize: bool = Field(True, description="Add (j, i) for every (i, j) (ignored by oneref).")
 
 
+class StorageConfig(BaseModel):
+    """How stage outputs are kept in the run store (docs/store.md, "Store size")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    float_dtype: Literal["float16", "float32"] = Field(
+        "float16", description="dtype the store keeps the bulky per-pixel arrays a record marks COMPACT in (pair "
+        "pointmaps and confidences, flow and its uncertainty); stages compute in float32 and read float32 back "
+        "(float32: the store holds exactly what was computed).")
+    drop_pair_predictions: bool = Field(
+        False, description="After a complete run, delete the pair pointmaps and confidences (most of the store); a "
+        "later run recomputes them only when a stage that reads them must run again.")
+
+
 class RecipeModel(BaseModel):
     """Top-level recipe keys (stage nodes are validated against the installed stage configs)."""
 
@@ -86,6 +99,7 @@ class RecipeModel(BaseModel):
     description: str = Field("", description="Free text shown by `recipe show`.")
     input: InputConfig = Field(default_factory=InputConfig)
     pairs: PairsConfig = Field(default_factory=PairsConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
     seed: int = Field(0, description="Random seed handed to every stage.")
     stages: dict[str, Any] = Field(default_factory=dict)
@@ -109,6 +123,10 @@ class ResolvedRecipe:
     def pairs(self) -> PairsConfig:
         return self.model.pairs
 
+    @property
+    def storage(self) -> StorageConfig:
+        return self.model.storage
+
     def to_dict(self) -> dict[str, Any]:
         """Fully resolved recipe as plain JSON-able data (what `recipe show` prints and runs store)."""
         stages: dict[str, Any] = {}
@@ -122,6 +140,7 @@ class ResolvedRecipe:
             "plugins": list(self.plugins),
             "input": self.model.input.model_dump(mode="json"),
             "pairs": self.model.pairs.model_dump(mode="json"),
+            "storage": self.model.storage.model_dump(mode="json"),
             "device": self.model.device,
             "seed": self.model.seed,
             "stages": stages,
@@ -360,8 +379,8 @@ def resolve(data: dict[str, Any], registry: Registry, source: str = "<recipe>") 
         loc = err.get("loc", ())
         sub: Any = RecipeModel
         valid = top
-        if len(loc) >= 2 and loc[0] in ("input", "pairs"):
-            valid = list({"input": InputConfig, "pairs": PairsConfig}[loc[0]].model_fields)
+        if len(loc) >= 2 and loc[0] in ("input", "pairs", "storage"):
+            valid = list({"input": InputConfig, "pairs": PairsConfig, "storage": StorageConfig}[loc[0]].model_fields)
         raise _format_validation(source, "", exc, valid) from None
     stages_raw = model.stages
     known = list(SINGLE_KINDS) + ["exporters"]
@@ -473,6 +492,7 @@ def recipe_reference_markdown(registry: Registry) -> str:
     lines += ["## Top level", ""] + header + _field_rows(RecipeModel, skip=("stages",)) + [""]
     lines += ["## `input`", ""] + header + _field_rows(InputConfig) + [""]
     lines += ["## `pairs`", ""] + header + _field_rows(PairsConfig) + [""]
+    lines += ["## `storage`", ""] + header + _field_rows(StorageConfig) + [""]
     for kind, entries in registry.by_kind().items():
         node = "stages.exporters[]" if kind == "exporter" else f"stages.{kind}"
         lines += [f"## `{node}`", ""]

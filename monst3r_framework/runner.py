@@ -70,6 +70,14 @@ class RunResult:
     reports: list[StageReport] = field(default_factory=list)
     #: one-line messages of the stages (``notices`` of their records), shown at the end of a run
     notices: list[str] = field(default_factory=list)
+    #: bytes this run's results take in the store per kind (``frames`` included) and ``total``; {}
+    #: on remote stores
+    store_bytes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def store_mib_per_frame(self) -> dict[str, float]:
+        n = max(self.frames.n_frames, 1)
+        return {kind: round(b / 2**20 / n, 4) for kind, b in self.store_bytes.items()}
 
     @property
     def computed(self) -> list[str]:
@@ -197,7 +205,72 @@ class Runner:
 
     # ------------------------------------------------------------------------------------ stages
     def _upstream(self, cls: type[Stage]) -> dict[str, str]:
-        return {name: self.keys.get(name, "disabled") for name in sorted(cls.upstream_names())}
+        upstream = {name: self.keys.get(name, "disabled") for name in sorted(cls.upstream_names())}
+        if self._compact_dtype(cls) is not None:  # float16 storage changes what downstream stages read
+            upstream["storage.float_dtype"] = self.recipe.storage.float_dtype
+        return upstream
+
+    def _compact_dtype(self, cls: type[Stage]) -> Optional[str]:
+        """The recipe's ``storage.float_dtype`` when it shrinks this stage's record (None: float32, the
+        stage's own dtypes; keys then stay what they were before the storage section existed)."""
+        base = STAGE_BASES.get(cls.kind)
+        record = getattr(base, "output_record", None)
+        dtype = self.recipe.storage.float_dtype
+        return dtype if dtype != "float32" and record is not None and record.COMPACT else None
+
+    def _planned_key(self, kind: str) -> Optional[str]:
+        """The key ``kind`` gets from the keys known so far (None: disabled)."""
+        config = self.recipe.stages.get(kind)
+        if config is None:
+            return None
+        cls = self.registry.get(kind, config.type).cls  # type: ignore[attr-defined]
+        return stage_key(cls, config, self._upstream(cls), self._files(config, f"{kind} ({cls.name})"))
+
+    def _is_dropped(self, kind: str, key: str) -> bool:
+        """A complete result whose arrays ``storage.drop_pair_predictions`` deleted (a damaged group is
+        not: ``_reusable`` reports it)."""
+        try:
+            return self.store.is_complete(kind, key) and bool(self.store.stage_attrs(kind, key).get("dropped"))
+        except Exception:
+            return False
+
+    def _dropped_enough(self, kind: str) -> bool:
+        """Whether every later stage that reads ``kind`` is complete in the store, so its dropped arrays
+        are not needed by this run (checked with the keys those stages will get)."""
+        saved = dict(self.keys)
+        try:
+            for later in PIPELINE_KINDS[PIPELINE_KINDS.index(kind) + 1:]:
+                key = self._planned_key(later)
+                self.keys[later] = key or "disabled"
+                if key is None:
+                    continue
+                cls = self.registry.get(later, self.recipe.stages[later].type).cls  # type: ignore[attr-defined]
+                if kind in cls.upstream_names() and not self.store.is_complete(later, key):
+                    return False
+            return True
+        finally:
+            self.keys = saved
+
+    def drop_pair_predictions(self) -> None:
+        """``storage.drop_pair_predictions``: delete this run's pair pointmaps and confidences once every
+        stage has consumed them (the group stays complete, with its pairs and ``dropped: true``)."""
+        key = self.keys.get("pair_predictor")
+        if key in (None, "disabled") or not self.store.is_complete("pair_predictor", key):
+            return
+        if self.store.stage_attrs("pair_predictor", key).get("dropped"):
+            return
+        freed = self.store.drop_arrays("pair_predictor", key, keep=("pairs",))
+        self.log(f"pair_predictor: dropped the pair predictions {key} ({max(freed, 0) / 2**20:.1f} MiB freed; "
+                 "storage.drop_pair_predictions)")
+
+    def store_bytes(self) -> dict[str, int]:
+        """Bytes this run's results take in a local store, per kind (frames included), and ``total``."""
+        if not self.store.is_local:
+            return {}
+        out = {kind: self.store.disk_bytes(kind, key) for kind, key in self.keys.items()
+               if kind in ("frames",) + PIPELINE_KINDS and key != "disabled" and self.store.exists(kind, key)}
+        out["total"] = sum(out.values())
+        return out
 
     def _reusable(self, kind: str, key: str, label: str) -> bool:
         """True when a complete, intact result exists; drops it first under --recompute; a damaged
@@ -323,6 +396,13 @@ class Runner:
         key = stage_key(cls, config, self._upstream(cls), files)
         self.keys[kind] = key
         start = time.perf_counter()
+        if kind not in self.recompute and self._is_dropped(kind, key):
+            if self._dropped_enough(kind):
+                self._report(kind, cls.name, key, True, time.perf_counter() - start, label + " [dropped]")
+                self.values[kind] = None  # nothing later reads it in this run; exporters get None
+                return None
+            self.log(f"{label}: recomputing the dropped result {key} (a stage that reads it must run)")
+            self.store.delete(kind, key)
         if self._reusable(kind, key, label):
             record = self.store.load(kind, key, record_cls)
             self._report(kind, cls.name, key, True, time.perf_counter() - start, label)
@@ -336,6 +416,7 @@ class Runner:
             "stage_version": cls.version, "config": config.model_dump(mode="json"),
             "upstream": self._upstream(cls), "files": files, "run_id": self.run_id,
         }, record=record_cls, label=label)
+        workspace.compact_dtype = self._compact_dtype(cls)
         self.log(f"{label}: running")
         stage = self._instance(cls, config)
         ctx = self._context(label, workspace)
@@ -357,7 +438,8 @@ class Runner:
         dims = {"F": self.frames.n_frames, "H": self.frames.size_hw[0], "W": self.frames.size_hw[1]}
         check_record(record, label, dims)
         try:
-            self.store.commit(kind, key, record, time.perf_counter() - start, label=label)
+            self.store.commit(kind, key, record, time.perf_counter() - start, label=label,
+                              compact_dtype=self._compact_dtype(cls))
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise self._disk_full(exc, kind, key, workspace.planned_bytes) from None
@@ -445,8 +527,10 @@ class Runner:
                     "keys": dict(self.keys), "notices": notices,
                     "n_frames": frames.n_frames, "size_hw": list(frames.size_hw), "source": frames.source}
         self.run_exporters(run_info)
+        if self.recipe.storage.drop_pair_predictions:
+            self.drop_pair_predictions()
         return RunResult(self.run_id, self.out_dir, self.store.location, self.recipe, frames, recon, self.reports,
-                         notices)
+                         notices, self.store_bytes())
 
 
 def versions(registry: Registry) -> dict[str, str]:
@@ -592,5 +676,6 @@ def _run_locked(resolved: ResolvedRecipe, registry: Registry, recipe: Union[str,
         run_store.write_run(runner.run_id, {"status": "complete", "finished": time.time(), "stages": stages,
                                             "keys": runner.keys})
         _write_json_atomic(status_path, {**base, "status": "complete", "finished": time.time(),
-                                         "seconds": time.time() - started, "stages": stages})
+                                         "seconds": time.time() - started, "stages": stages,
+                                         "store_mib_per_frame": result.store_mib_per_frame})
     return result

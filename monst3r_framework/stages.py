@@ -58,6 +58,9 @@ class Record:
     DIMS: ClassVar[dict[str, str]] = {}
     #: dtype each array is stored with (cast on write); absent -> keep the array's dtype.
     DTYPES: ClassVar[dict[str, str]] = {}
+    #: float arrays the store may keep in half precision (recipe ``storage.float_dtype``, docs/store.md
+    #: "Store size"); reading them back from the store always gives float32.
+    COMPACT: ClassVar[tuple[str, ...]] = ()
 
     def arrays(self) -> dict[str, ArrayLike]:
         return {k: getattr(self, k) for k in self.DIMS if getattr(self, k) is not None}
@@ -111,11 +114,15 @@ class PairPredictions(Record):
     pts3d_i: (P, H, W, 3) float32, view i's pointmap in camera i (at time i).
     pts3d_j: (P, H, W, 3) float32, view j's pointmap in camera i (at time j).
     conf_i, conf_j: (P, H, W) float32, confidences (>= 1 for MonST3R/DUSt3R; > 0 in general).
+
+    The four per-pixel arrays are ``COMPACT``: stored in float16 unless the recipe sets
+    ``storage.float_dtype: float32``; read back as float32.
     """
 
     DIMS: ClassVar[dict[str, str]] = {
         "pairs": "P 2", "pts3d_i": "P H W 3", "pts3d_j": "P H W 3", "conf_i": "P H W", "conf_j": "P H W",
     }
+    COMPACT: ClassVar[tuple[str, ...]] = ("pts3d_i", "pts3d_j", "conf_i", "conf_j")
     pairs: ArrayLike
     pts3d_i: ArrayLike
     pts3d_j: ArrayLike
@@ -132,12 +139,15 @@ class FlowField(Record):
     flow_ji: (P, H, W, 2) float32, the same from frame j to frame i.
     uncertainty_ij, uncertainty_ji: optional (P, H, W) float32, per-pixel uncertainty (larger = less
         reliable; e.g. SEA-RAFT's predicted scale), a ground-truth-free quality signal.
+
+    Flow and uncertainty are ``COMPACT`` (float16 in the store unless ``storage.float_dtype: float32``).
     """
 
     DIMS: ClassVar[dict[str, str]] = {
         "pairs": "P 2", "flow_ij": "P H W 2", "flow_ji": "P H W 2",
         "uncertainty_ij": "P H W", "uncertainty_ji": "P H W",
     }
+    COMPACT: ClassVar[tuple[str, ...]] = ("flow_ij", "flow_ji", "uncertainty_ij", "uncertainty_ji")
     pairs: ArrayLike
     flow_ij: ArrayLike
     flow_ji: ArrayLike
@@ -225,6 +235,8 @@ class Reconstruction(Record):
     run_summary: optional JSON-able dict the aligner writes about its run (terms active or skipped
         and why, final term values, worst frames); see docs/global-aligner.md.
     notices: one-line messages the runner shows at the end of the run (skipped terms, worst frames).
+    window_seams: frames where a later window of a windowed aligner takes over (the step from frame
+        s - 1 to s crosses a seam); empty when solved in one piece.
     """
 
     DIMS: ClassVar[dict[str, str]] = {
@@ -248,6 +260,7 @@ class Reconstruction(Record):
     quality_names: tuple[str, ...] = ()
     run_summary: Optional[dict[str, Any]] = None
     notices: tuple[str, ...] = ()
+    window_seams: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

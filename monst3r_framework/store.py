@@ -204,13 +204,15 @@ class RunStore:
         group.attrs.update({**jsonable(attrs), "key": key, "complete": False})
         return Workspace(self, f"{path}/partial", group.require_group("partial"), record, label or kind)
 
-    def commit(self, kind: str, key: str, record: Record, seconds: float, label: str = "") -> None:
+    def commit(self, kind: str, key: str, record: Record, seconds: float, label: str = "", *,
+               compact_dtype: Optional[str] = None) -> None:
         """Place a record's arrays in its group, record their digests, then mark it complete (last).
 
         Arrays the stage wrote into this group's workspace (:class:`OutputArray`) are adopted: renamed
         into place on a local store (copied chunk by chunk elsewhere), never read whole and rewritten;
         their values were checked finite while written. Other arrays (numpy) are checked and written.
-        The digest pass then reads each array's files once.
+        The digest pass then reads each array's files once. ``compact_dtype`` ("float16"): the dtype
+        numpy arrays named in ``record.COMPACT`` are stored in (workspace arrays already have theirs).
         """
         if self._object_lock is not None and self._object_lock.lost:  # another writer took the store over
             raise StoreError(f"store {self.location}: this run lost its lock (no heartbeat for too long); "
@@ -227,6 +229,8 @@ class RunStore:
                 continue
             if isinstance(value, OutputArray) and value.group_path == f"{path}/partial":
                 self._adopt(value, f"{path}/{name}", group)
+            elif name in record.COMPACT and compact_dtype is not None:
+                _write_array(group, name, spec, compact(np.asarray(value), compact_dtype), None, label)
             else:
                 _write_array(group, name, spec, value, record.DTYPES.get(name), label)
             placed.append(name)
@@ -354,6 +358,22 @@ class RunStore:
             return self.local_path(self.group_path(kind, key)).exists()
         return self.get_group(self.group_path(kind, key)) is not None
 
+    def drop_arrays(self, kind: str, key: str, keep: tuple[str, ...] = ()) -> int:
+        """Delete a complete group's arrays except ``keep`` and mark it ``dropped`` (its attrs, key and
+        provenance stay); returns the bytes freed (-1 on remote stores)."""
+        path = self.group_path(kind, key)
+        group = self.root[path]
+        before = self.disk_bytes(kind, key)
+        integrity = dict(group.attrs.get("integrity", {}) or {})
+        group.attrs["dropped"] = True
+        for name, _ in list(group.arrays()):
+            if name not in keep:
+                self._remove(f"{path}/{name}")
+                integrity.pop(name, None)
+        if "integrity" in group.attrs:
+            self.root[path].attrs["integrity"] = integrity
+        return before - self.disk_bytes(kind, key) if before >= 0 else -1
+
     def delete(self, kind: str, key: str) -> None:
         """Remove a stage group (also a damaged one)."""
         self._remove(self.group_path(kind, key))
@@ -375,6 +395,8 @@ class Workspace:
         self.label = label
         #: uncompressed bytes of every output created so far (reported when the disk fills up)
         self.planned_bytes = 0
+        #: recipe ``storage.float_dtype`` for the record's COMPACT arrays (None: as the stage asks)
+        self.compact_dtype: Optional[str] = None
 
     def __contains__(self, name: str) -> bool:
         return name in self.group
@@ -390,6 +412,10 @@ class Workspace:
         spec = self.record.DIMS.get(name) if self.record is not None else None
         if self.record is not None and name in self.record.DTYPES and np.dtype(self.record.DTYPES[name]) != dtype:
             raise StageError(f"{self.label}: output {name} must be {self.record.DTYPES[name]}, not {dtype}")
+        store_as: Optional[np.dtype] = None
+        if (self.compact_dtype is not None and self.record is not None and name in self.record.COMPACT
+                and dtype.kind == "f" and dtype.itemsize > np.dtype(self.compact_dtype).itemsize):
+            store_as = dtype = np.dtype(self.compact_dtype)  # the stage writes float32, the store keeps float16
         dims = None
         if spec is not None and len(spec.split()) == len(shape):
             dims = tuple(a if not a.isdigit() else f"{a}_{i}" for i, a in enumerate(spec.split()))
@@ -397,25 +423,28 @@ class Workspace:
         if name in self.group:
             old = self.group[name]
             if tuple(old.shape) == shape and np.dtype(old.dtype) == dtype and tuple(old.chunks) == chunks:
-                return OutputArray(old, f"{self.path}/{name}", self.path, f"{self.label}.{name}")
+                return OutputArray(old, f"{self.path}/{name}", self.path, f"{self.label}.{name}", store_as)
         arr = self.group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, dimension_names=dims,
                                       fill_value=fill_value, overwrite=True)
-        return OutputArray(arr, f"{self.path}/{name}", self.path, f"{self.label}.{name}")
+        return OutputArray(arr, f"{self.path}/{name}", self.path, f"{self.label}.{name}", store_as)
 
 
 class OutputArray:
     """A stage output in its workspace: a chunked Zarr array that refuses non-finite floats as
     they are written (so commit never reads it back to check) and slices like numpy.
 
-    Write whole chunks where you can (``out[p] = pointmap`` with one pair per chunk)."""
+    Write whole chunks where you can (``out[p] = pointmap`` with one pair per chunk). ``compact``: a
+    half-precision dtype values are rounded to as written (recipe ``storage.float_dtype``); reads give
+    float32 back."""
 
-    __slots__ = ("zarr", "path", "group_path", "name")
+    __slots__ = ("zarr", "path", "group_path", "name", "compact")
 
-    def __init__(self, array: Any, path: str, group_path: str, name: str) -> None:
+    def __init__(self, array: Any, path: str, group_path: str, name: str, compact: Optional[np.dtype] = None) -> None:
         self.zarr = array
         self.path = path
         self.group_path = group_path
         self.name = name
+        self.compact = compact
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -438,17 +467,34 @@ class OutputArray:
             bad = int((~np.isfinite(value)).sum())
             raise StageError(f"{self.name}: {bad} non-finite values written at index {key!r}; "
                              "check the stage's inputs and config")
+        if self.compact is not None:
+            value = compact(value, self.compact.name)
         self.zarr[key] = value
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        return np.asarray(self.zarr[key])
+        return _widen(np.asarray(self.zarr[key]))
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = np.asarray(self.zarr[...])
+        out = _widen(np.asarray(self.zarr[...]))
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def __repr__(self) -> str:
         return f"OutputArray({self.name}, shape={self.shape}, dtype={self.dtype})"
+
+
+def compact(arr: np.ndarray, dtype: Optional[str]) -> np.ndarray:
+    """``arr`` as the store keeps it in ``dtype`` (None / "float32" / non-float arrays: unchanged). float16
+    saturates at +-65504 instead of overflowing to inf (a pointmap or confidence that large is an
+    outlier the consumers clip or down-weight anyway)."""
+    if dtype is None or arr.dtype.kind != "f" or np.dtype(dtype).itemsize >= arr.dtype.itemsize:
+        return arr
+    limit = float(np.finfo(dtype).max)
+    return np.clip(arr, -limit, limit).astype(dtype)
+
+
+def _widen(arr: np.ndarray) -> np.ndarray:
+    """Half-precision storage is read back as float32: stages compute in float32 (never in float16)."""
+    return arr.astype(np.float32) if arr.dtype == np.float16 else arr
 
 
 def _sha(path: Path) -> str:
@@ -517,7 +563,7 @@ class LazyArray:
 
     def _read(self, key: Any) -> np.ndarray:
         try:
-            return np.asarray(self._array[key])
+            return _widen(np.asarray(self._array[key]))
         except Exception as exc:  # a damaged chunk: zstd / json errors from inside zarr
             raise StoreError(f"{self._where or 'store'}: array {self._array.basename} cannot be read "
                              f"({type(exc).__name__}: {exc}); run `monst3r-fw store verify` and rerun with --recompute") from None
@@ -528,6 +574,12 @@ class LazyArray:
 
     @property
     def dtype(self) -> np.dtype:
+        """The dtype reads give (float16 storage reads as float32; see ``stored_dtype``)."""
+        stored = np.dtype(self._array.dtype)
+        return np.dtype(np.float32) if stored == np.float16 else stored
+
+    @property
+    def stored_dtype(self) -> np.dtype:
         return np.dtype(self._array.dtype)
 
     @property

@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
 N_FRAMES, SIZE_HW, SEED = 5, (48, 64), 3
 #: Overrides that pin storage dtypes to float32, per run (see the module docstring).
-PINNED: dict[str, list[str]] = {"paper": ["stages.pair_predictor.storage_dtype=float32"], "classical": []}
+PINNED: dict[str, list[str]] = {"paper": ["stages.pair_predictor.storage_dtype=float32", "storage.float_dtype=float32"],
+                                "classical": ["storage.float_dtype=float32"]}
 CHECKPOINT = ("fixtures", "monst3r_parity", "tiny_checkpoint.pth")
 
 RUNS: dict[str, dict[str, Any]] = {

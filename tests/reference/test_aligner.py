@@ -6,12 +6,14 @@ import dataclasses
 
 import numpy as np
 import pytest
+import roma
 import torch
 
 from monst3r_framework.errors import InputError, StageError
 from monst3r_framework.stages import FlowInputs, PairInputs, PairPredictions, RunContext
 from monst3r_fw_reference.aligner import MonST3RGAConfig, MonST3RGlobalAligner
 from monst3r_fw_reference.aligner.optimize import LOSS_NAMES, build_params, Objective
+from monst3r_fw_reference.aligner.stage import blend_frames, seam_step_ratios
 from monst3r_fw_reference.aligner.data import FlowLookup, load_problem
 from monst3r_fw_reference.aligner.testing import ate_percent, depth_abs_rel, make_case, swinstride_pairs
 from monst3r_fw_reference.precomputed import (
@@ -97,10 +99,42 @@ def test_windowed_agrees_with_batched(case):
     assert windowed.loss_history.shape[0] == 2 * 150  # two windows
     assert ate_w < 1.0 and ate_w < 1.5 * ate_b + 0.1
     assert depth_abs_rel(windowed.depth, case.gt_depth) < 0.02
+    assert windowed.window_seams == (8,) and batched.window_seams == ()
+    blended = _run(case, mode="windowed", window_size=8, window_overlap=4, window_stitch="blend", **kw)
+    assert ate_percent(blended.world_from_cam, case.gt_world_from_cam) < 1.0
+    assert depth_abs_rel(blended.depth, case.gt_depth) < 0.02
+    # frames before the overlap are the first window's solution in both modes
+    np.testing.assert_array_equal(blended.world_from_cam[:4], windowed.world_from_cam[:4])
+    assert seam_step_ratios(blended.world_from_cam, (8,))[0] < 3.0
     stage = MonST3RGlobalAligner(MonST3RGAConfig(max_memory_gb=1e-4, window_size=8))
     assert stage.choose_mode(N_FRAMES, 100, SIZE_HW, True, True) == "windowed"
     assert MonST3RGlobalAligner(MonST3RGAConfig()).choose_mode(N_FRAMES, 100, SIZE_HW, True, True) == "batched"
     assert MonST3RGlobalAligner(MonST3RGAConfig(window_size=40, window_overlap=16)).window_starts(100) == [0, 24, 48, 60]
+
+
+def test_blend_frames_and_seam_ratios():
+    rng = np.random.default_rng(0)
+    r = torch.from_numpy(rng.normal(size=(3, 3)))
+    old_r = roma.rotvec_to_rotmat(0.3 * r).numpy()
+    new_r = roma.rotvec_to_rotmat(-0.2 * r).numpy()
+    old = np.tile(np.eye(4), (3, 1, 1)); old[:, :3, :3] = old_r; old[:, :3, 3] = [0, 0, 0]
+    new = np.tile(np.eye(4), (3, 1, 1)); new[:, :3, :3] = new_r; new[:, :3, 3] = [1, 2, 3]
+    k = np.tile(np.eye(3), (3, 1, 1))
+    d0, d1 = np.ones((3, 2, 2), np.float32), 3 * np.ones((3, 2, 2), np.float32)
+    c2w, kk, depth, conf = blend_frames((old, k, d0, d0), (new, 2 * k, d1, d1), np.array([0.0, 0.5, 1.0]))
+    np.testing.assert_allclose(c2w[0], old[0], atol=1e-12)
+    np.testing.assert_allclose(c2w[2], new[2], atol=1e-12)
+    np.testing.assert_allclose(c2w[1, :3, 3], [0.5, 1, 1.5])
+    # halfway rotation: equal geodesic distance to both ends
+    dist = lambda a, b: float(roma.rotmat_geodesic_distance(torch.from_numpy(a), torch.from_numpy(b)))  # noqa: E731
+    assert dist(c2w[1, :3, :3], old_r[1]) == pytest.approx(dist(c2w[1, :3, :3], new_r[1]), rel=1e-9)
+    assert dist(c2w[1, :3, :3], old_r[1]) == pytest.approx(0.5 * dist(old_r[1], new_r[1]), rel=1e-9)
+    assert depth[1].mean() == pytest.approx(2.0) and kk[1, 0, 0] == pytest.approx(1.5)
+
+    line = np.tile(np.eye(4), (10, 1, 1))
+    line[:, 0, 3] = np.arange(10.0)
+    line[6:, 0, 3] += 4.0  # a jump of 5 steps into frame 6
+    np.testing.assert_allclose(seam_step_ratios(line, (3, 6)), [1.0, 5.0])
 
 
 def test_precomputed_round_trip_and_errors(case, tmp_path):

@@ -100,6 +100,9 @@ def test_windowed_agrees_with_batched(case):
     assert ate_w < 1.0 and ate_w < 1.5 * ate_b + 0.1
     assert depth_abs_rel(windowed.depth, case.gt_depth) < 0.02
     assert windowed.window_seams == (8,) and batched.window_seams == ()
+    assert windowed.run_summary["window_seams"]["frames"] == [8]
+    jump = seam_step_ratios(windowed.world_from_cam, (8,))[0] > 3.0
+    assert any("jumps at window seams [8]" in n for n in windowed.notices) == jump
     blended = _run(case, mode="windowed", window_size=8, window_overlap=4, window_stitch="blend", **kw)
     assert ate_percent(blended.world_from_cam, case.gt_world_from_cam) < 1.0
     assert depth_abs_rel(blended.depth, case.gt_depth) < 0.02

@@ -44,6 +44,12 @@ class MonST3RGAConfig(StageConfig):
     chunk_edges: int = Field(4, ge=1, le=100000, description="Edges per chunk in the fused kernels.")
     window_size: int = Field(40, ge=3, description="Frames per window in windowed mode.")
     window_overlap: int = Field(16, ge=1, description="Frames shared by consecutive windows.")
+    window_stitch: Literal["keep", "blend"] = Field(
+        "keep", description="keep: overlap frames keep the earlier window's solution (a step can appear at the seam); "
+        "blend: cross-fade the two solutions over the overlap (rotations geodesically), so windows meet without a step.")
+    seam_check: float = Field(
+        3.0, ge=0, description="Say so at the end of the run when the camera step into a window seam exceeds this "
+        "many median steps (0: off).")
     max_memory_gb: float = Field(6.0, gt=0, description="auto mode: use windows when the batched estimate exceeds this.")
     translation_gradient: Literal["smooth", "official"] = Field(
         "smooth", description="Camera translations are parametrised as sign(p) (exp|p| - 1); 'official' lets "

@@ -147,25 +147,47 @@ class MonST3RGlobalAligner(GlobalAligner):
         mode = self.choose_mode(n_frames, len(pairs), size_hw, use_flow, symmetric)
         init_c2w = np.asarray(inputs.init.world_from_cam, np.float64)
         init_k = np.asarray(inputs.init.intrinsics, np.float64)
-        init_depth = np.asarray(inputs.init.depth, np.float32)
+        h, w = size_hw
+        # per-frame outputs go straight into the store workspace (numpy outside the runner), so a
+        # windowed run holds one window of per-pixel arrays, not the whole video
+        out = _Outputs(ctx, n_frames, size_hw, len(QUALITY_NAMES))
+        seams: tuple[int, ...] = ()
         with _threads(cfg.threads):
             if mode == "batched" or n_frames <= cfg.window_size:
                 c2w, k, depth, conf, history, quality = self._batched(
                     inputs, np.arange(n_frames), np.arange(len(pairs)), use_flow, lookup, symmetric,
-                    init_c2w, init_k, init_depth, ctx)
+                    init_c2w, init_k, np.asarray(inputs.init.depth, np.float32), ctx)
+                out.write(slice(0, n_frames), c2w, k, depth, conf, quality)
             else:
-                c2w, k, depth, conf, history, quality = self._windowed(
-                    inputs, pairs, use_flow, lookup, init_c2w, init_k, init_depth, ctx)
+                history, seams = self._windowed(inputs, pairs, use_flow, lookup, init_c2w, init_k, out, ctx)
+        c2w, k, quality = out.c2w, out.k, out.quality
         summary = run_summary(history, cfg, quality, use_flow=use_flow, flow_available=inputs.flow is not None)
-        dynamic = (np.zeros(depth.shape, bool) if inputs.masks is None else np.asarray(inputs.masks.dynamic, bool))
-        h, w = size_hw
-        pts = _world_points(c2w, k, depth, 1).reshape(n_frames, h, w, 3).numpy().astype(np.float32)
+        notices = list(summary_lines(summary))
+        if seams:
+            ratios = seam_step_ratios(c2w, seams)
+            worst = int(np.argmax(ratios))
+            summary["window_seams"] = {"frames": list(seams), "step_ratios": [round(float(r), 3) for r in ratios],
+                                       "stitch": cfg.window_stitch}
+            ctx.log(f"monst3r_ga: {len(seams)} window seams, largest step {ratios[worst]:.2f}x the median step "
+                    f"(frame {seams[worst]})")
+            if cfg.seam_check > 0 and ratios[worst] > cfg.seam_check:
+                jumps = [s for s, r in zip(seams, ratios) if r > cfg.seam_check]
+                notices.append(f"global_aligner monst3r_ga: the camera jumps at window seams {jumps} (step up to "
+                               f"{ratios[worst]:.1f}x the median step, seam_check {cfg.seam_check:g}); set "
+                               "window_stitch: blend or raise window_overlap")
+        pts = ctx.output("pts3d_world", (n_frames, h, w, 3), np.float32)
+        dynamic = ctx.output("dynamic", (n_frames, h, w), bool)
+        for s0 in range(0, n_frames, _FRAMES_PER_BLOCK):  # float64 world points of a block of frames at a time
+            sl = slice(s0, min(n_frames, s0 + _FRAMES_PER_BLOCK))
+            pts[sl] = _world_points(c2w[sl], k[sl], np.asarray(out.depth[sl], np.float32), 1).reshape(-1, h, w, 3).numpy()
+            if inputs.masks is not None:
+                dynamic[sl] = np.asarray(inputs.masks.dynamic[sl], bool)
         return Reconstruction(
             world_from_cam=c2w, intrinsics=k, intrinsics_original=frames.original_from_network()[None] @ k,
-            depth=depth, conf=conf, pts3d_world=pts, dynamic=dynamic,
+            depth=out.depth, conf=out.conf, pts3d_world=pts, dynamic=dynamic,
             loss_history=history, loss_names=LOSS_NAMES,
             frame_quality=quality, quality_names=QUALITY_NAMES, run_summary=summary,
-            notices=tuple(summary_lines(summary)),
+            notices=tuple(notices), window_seams=seams,
         )
 
     # ------------------------------------------------------------------------------------------
@@ -195,66 +217,126 @@ class MonST3RGlobalAligner(GlobalAligner):
             starts.append(n_frames - size)
         return starts
 
-    def _windowed(self, inputs, pairs, use_flow, lookup, init_c2w, init_k, init_depth, ctx):
+    def _windowed(self, inputs, pairs, use_flow, lookup, init_c2w, init_k, out, ctx):
+        """Solve overlapping windows in order and stitch each onto the frames already solved by Sim(3).
+
+        Initial depths are read one window at a time and results go straight into ``out``, so memory
+        depends on the window, not the video. Returns the loss history (windows concatenated) and the
+        seams (for each window after the first, the first frame only it solved).
+        """
         import torch
 
         from .data import is_symmetric
 
         cfg = self.config
-        from .quality import QUALITY_NAMES
-
         n_frames = len(init_c2w)
-        h, w = init_depth.shape[1:]
-        out_c2w = np.zeros((n_frames, 4, 4))
-        out_k = np.zeros((n_frames, 3, 3))
-        out_depth = np.zeros((n_frames, h, w), np.float32)
-        out_conf = np.zeros((n_frames, h, w), np.float32)
-        out_quality = np.zeros((n_frames, len(QUALITY_NAMES)), np.float32)
-        histories = []
+        histories, seams = [], []
         prev_end = 0
-        step = max(1, (h * w) // 4096)
         for widx, start in enumerate(self.window_starts(n_frames)):
             end = start + cfg.window_size
             ids = np.arange(start, end)
             rows = np.flatnonzero((pairs[:, 0] >= start) & (pairs[:, 0] < end) & (pairs[:, 1] >= start) & (pairs[:, 1] < end))
             if len(rows) == 0:
                 raise StageError(f"global_aligner monst3r_ga: window [{start}, {end}) has no pair inside it; increase window_size")
-            c2w0, k0, d0 = init_c2w[ids].copy(), init_k[ids].copy(), init_depth[ids].copy()
+            c2w0, k0 = init_c2w[ids].copy(), init_k[ids].copy()
+            d0 = np.asarray(inputs.init.depth[start:end], np.float32)
+            n_ov = prev_end - start if widx > 0 else 0
             if widx > 0:
-                ov = np.arange(start, prev_end)
+                solved_c2w, solved_k = out.c2w[start:prev_end], out.k[start:prev_end]
+                solved_depth = np.asarray(out.depth[start:prev_end], np.float32)
                 # bring the initial cameras of this window into the solved frame: Sim(3) on the overlap
                 # cameras (centres and a point one median depth ahead of each), so the new frames start
                 # consistent with the solved overlap frames
-                src = _camera_anchor_points(init_c2w[ov], init_depth[ov])
-                dst = _camera_anchor_points(out_c2w[ov], out_depth[ov])
-                wgt = torch.ones(len(src), dtype=torch.float64)
-                r, t, s = _sim3_from_points(src, dst, wgt)
-                c2w0, d0 = _apply_sim3(c2w0, d0, r, t, s)
-                n_ov = len(ov)
-                c2w0[:n_ov], d0[:n_ov] = out_c2w[ov], out_depth[ov]
-                k0[:n_ov] = out_k[ov]
+                r, t, sc = _sim3_from_points(_camera_anchor_points(c2w0[:n_ov], d0[:n_ov]),
+                                             _camera_anchor_points(solved_c2w, solved_depth),
+                                             torch.ones(2 * n_ov, dtype=torch.float64))
+                c2w0, d0 = _apply_sim3(c2w0, d0, r, t, sc)
+                c2w0[:n_ov], d0[:n_ov], k0[:n_ov] = solved_c2w, solved_depth, solved_k
                 if cfg.shared_focal:
-                    k0[n_ov:, 0, 0] = k0[n_ov:, 1, 1] = out_k[ov, 0, 0].mean()
+                    k0[n_ov:, 0, 0] = k0[n_ov:, 1, 1] = solved_k[:, 0, 0].mean()
             sym = is_symmetric(pairs[rows])
             c2w, k, depth, conf, hist, quality = self._batched(inputs, ids, rows, use_flow, lookup, sym, c2w0, k0, d0, ctx)
             histories.append(hist)
-            new = slice(0, cfg.window_size)
             if widx > 0:
-                ov = np.arange(start, prev_end)
-                n_ov = len(ov)
                 # stitch: Sim(3) taking this window's overlap cameras onto the solved ones
-                src = _camera_anchor_points(c2w[:n_ov], depth[:n_ov])
-                dst = _camera_anchor_points(out_c2w[ov], out_depth[ov])
-                wgt = torch.ones(len(src), dtype=torch.float64)
-                r, t, s = _sim3_from_points(src, dst, wgt)
-                c2w, depth = _apply_sim3(c2w, depth, r, t, s)
-                new = slice(n_ov, cfg.window_size)
-            gids = ids[new]
-            out_c2w[gids], out_k[gids], out_depth[gids], out_conf[gids] = c2w[new], k[new], depth[new], conf[new]
-            out_quality[gids] = quality[new]  # alignment residual is relative to depth: unchanged by the Sim(3)
+                r, t, sc = _sim3_from_points(_camera_anchor_points(c2w[:n_ov], depth[:n_ov]),
+                                             _camera_anchor_points(solved_c2w, solved_depth),
+                                             torch.ones(2 * n_ov, dtype=torch.float64))
+                c2w, depth = _apply_sim3(c2w, depth, r, t, sc)
+                if cfg.window_stitch == "blend":
+                    # cross-fade over the overlap (this window's weight rising from ~0 to ~1): the two
+                    # solutions meet without a step at either end of the overlap
+                    wgt = np.arange(1, n_ov + 1, dtype=np.float64) / (n_ov + 1)
+                    old = (solved_c2w, solved_k, solved_depth, np.asarray(out.conf[start:prev_end], np.float32))
+                    blended = blend_frames(old, (c2w[:n_ov], k[:n_ov], depth[:n_ov], conf[:n_ov]), wgt)
+                    out.write(slice(start, prev_end), *blended, out.quality[start:prev_end])
+                seams.append(prev_end)
+            new = slice(n_ov, cfg.window_size)
+            # alignment residual is relative to depth: unchanged by the Sim(3)
+            out.write(slice(start + n_ov, end), c2w[new], k[new], depth[new], conf[new], quality[new])
             ctx.log(f"monst3r_ga: window {widx} frames [{start}, {end}) with {len(rows)} edges done")
             prev_end = end
-        return out_c2w, out_k, out_depth, out_conf, np.concatenate(histories, axis=0), out_quality
+        return np.concatenate(histories, axis=0), tuple(seams)
+
+
+#: frames per block when world points are computed (float64 temporaries of this many frames)
+_FRAMES_PER_BLOCK = 32
+
+
+def blend_frames(old: tuple, new: tuple, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame interpolation of two solutions of the same frames, already in one world frame.
+
+    Args:
+        old, new: (world_from_cam (F, 4, 4), intrinsics (F, 3, 3), depth (F, H, W), conf (F, H, W)).
+        weight: (F,) weight of ``new`` in [0, 1].
+    Returns:
+        the blended tuple: rotations by geodesic interpolation (roma), everything else linearly.
+    """
+    import roma
+    import torch
+
+    a = np.asarray(weight, np.float64)
+    r0 = torch.from_numpy(np.asarray(old[0][:, :3, :3], np.float64))
+    r1 = torch.from_numpy(np.asarray(new[0][:, :3, :3], np.float64))
+    rel = roma.rotmat_to_rotvec(r0.transpose(1, 2) @ r1)
+    c2w = np.array(old[0], np.float64, copy=True)
+    c2w[:, :3, :3] = (r0 @ roma.rotvec_to_rotmat(rel * torch.from_numpy(a)[:, None])).numpy()
+
+    def lerp(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        wa = a.reshape((-1,) + (1,) * (np.ndim(x) - 1))
+        return (1 - wa) * np.asarray(x, np.float64) + wa * np.asarray(y, np.float64)
+
+    c2w[:, :3, 3] = lerp(old[0][:, :3, 3], new[0][:, :3, 3])
+    return c2w, lerp(old[1], new[1]), lerp(old[2], new[2]).astype(np.float32), lerp(old[3], new[3]).astype(np.float32)
+
+
+def seam_step_ratios(world_from_cam: np.ndarray, seams: tuple[int, ...]) -> np.ndarray:
+    """(S,) the largest camera-centre step within one frame of each seam (s-2 -> s-1, s-1 -> s, s -> s+1)
+    over the median step of the whole trajectory."""
+    centres = np.asarray(world_from_cam, np.float64)[:, :3, 3]
+    steps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
+    med = float(np.median(steps)) if len(steps) else 0.0
+    if med <= 0 or not seams:
+        return np.zeros(len(seams))
+    return np.array([steps[max(s - 2, 0):min(s + 1, len(steps))].max() / med for s in seams])
+
+
+class _Outputs:
+    """The aligner's per-frame results, written window by window: cameras and quality in memory
+    (small), depth and confidence in ``ctx.output`` arrays (the store workspace under the runner)."""
+
+    def __init__(self, ctx: RunContext, n_frames: int, size_hw: tuple[int, int], n_quality: int) -> None:
+        h, w = size_hw
+        self.c2w = np.zeros((n_frames, 4, 4))
+        self.k = np.zeros((n_frames, 3, 3))
+        self.quality = np.zeros((n_frames, n_quality), np.float32)
+        self.depth = ctx.output("depth", (n_frames, h, w), np.float32)
+        self.conf = ctx.output("conf", (n_frames, h, w), np.float32)
+
+    def write(self, frames: slice, c2w: np.ndarray, k: np.ndarray, depth: np.ndarray, conf: np.ndarray,
+              quality: np.ndarray) -> None:
+        self.c2w[frames], self.k[frames], self.quality[frames] = c2w, k, quality
+        self.depth[frames], self.conf[frames] = depth, conf
 
 
 STAGES = (MonST3RGlobalAligner,)

@@ -34,7 +34,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal, Optional, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Optional, Sequence
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -73,19 +73,45 @@ def edge_scores(predictions: PairPredictions, chunk: int = 32) -> np.ndarray:
     return out
 
 
-def image_confidence(predictions: PairPredictions, n_frames: int) -> np.ndarray:
+def image_confidence(predictions: PairPredictions, n_frames: int, out: Optional[Any] = None,
+                     block: int = 32) -> Any:
     """(F, H, W) float32 per-pixel maximum confidence of each frame over every pair it appears in.
 
     MonST3R's ``im_conf`` / ``init_conf_maps``: view i of pair (i, j) contributes ``conf_i``, view j
-    contributes ``conf_j``. Frames in no pair stay 0.
+    contributes ``conf_j``. Frames in no pair stay 0. Computed ``block`` frames at a time into
+    ``out`` (a ``ctx.output`` array or None: numpy), so memory holds one block, and each stored
+    confidence map is read once.
     """
     pairs = np.asarray(predictions.pairs, np.int64)
     h, w = predictions.conf_i.shape[1:3]
-    out = np.zeros((n_frames, h, w), np.float32)
-    for k, (i, j) in enumerate(pairs):
-        np.maximum(out[i], np.asarray(predictions.conf_i[k], np.float32), out=out[i])
-        np.maximum(out[j], np.asarray(predictions.conf_j[k], np.float32), out=out[j])
+    if out is None:
+        out = np.zeros((n_frames, h, w), np.float32)
+    for f0 in range(0, n_frames, block):
+        f1 = min(n_frames, f0 + block)
+        acc = np.zeros((f1 - f0, h, w), np.float32)
+        for view, arr in ((0, predictions.conf_i), (1, predictions.conf_j)):
+            for k in np.flatnonzero((pairs[:, view] >= f0) & (pairs[:, view] < f1)):
+                f = int(pairs[k, view]) - f0
+                np.maximum(acc[f], np.asarray(arr[k], np.float32), out=acc[f])
+        out[f0:f1] = acc
     return out
+
+
+class _WorldPointmaps:
+    """The traversal's world pointmaps ((H, W, 3) float64 per frame, placed in spanning-tree order),
+    kept in a ``ctx.output`` scratch array: the store workspace under the runner (dropped at commit),
+    so the pose solver's memory does not grow with the number of frames; numpy outside it."""
+
+    def __init__(self, ctx: RunContext, n: int, h: int, w: int) -> None:
+        self._arr = ctx.output("scratch_world_pointmaps", (n, h, w, 3), np.float64)
+        self._placed = np.zeros(n, bool)
+
+    def __setitem__(self, f: int, value: np.ndarray) -> None:
+        self._arr[int(f)] = np.asarray(value, np.float64)
+        self._placed[int(f)] = True
+
+    def __getitem__(self, f: int) -> Optional[np.ndarray]:
+        return np.asarray(self._arr[int(f)], np.float64) if self._placed[int(f)] else None
 
 
 def weighted_procrustes(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -312,13 +338,14 @@ class PnPMST(PoseSolver):
             known_focal = cfg.focal
 
         scores = edge_scores(pred)
-        im_conf = image_confidence(pred, n)
+        im_conf = image_confidence(pred, n, ctx.output("conf", (n, h, w), np.float32))
         tree = _spanning_tree(pairs, scores, n)
+        pts3d = _WorldPointmaps(ctx, n, h, w)
         if cfg.chaining == "camera_scale":
-            focals, pts3d, poses = self._traverse_camera(tree, pairs, scores, pred, n, pp, known_focal, ctx)
+            focals, poses = self._traverse_camera(tree, pairs, scores, pred, n, pp, known_focal, pts3d, ctx)
         else:
             focals = None
-            pts3d, poses, focal_edge = self._traverse(tree, pairs, pred, n)
+            poses, focal_edge = self._traverse(tree, pairs, pred, n, pts3d)
 
         # Focals: the view-i pointmap of the tree edge that placed the frame, else of its best edge.
         if focals is not None:
@@ -334,9 +361,10 @@ class PnPMST(PoseSolver):
         todo = [f for f in range(n) if poses[f] is None]
 
         def solve(f: int):
-            mask = im_conf[f] > cfg.min_conf_thr
+            conf_f = np.asarray(im_conf[f], np.float32)
+            mask = conf_f > cfg.min_conf_thr
             if mask.sum() < cfg.min_pnp_points:
-                mask = im_conf[f] >= np.median(im_conf[f])
+                mask = conf_f >= np.median(conf_f)
             return pnp_world_from_cam(pts3d[f], mask, float(focals[f]), pp, cfg.iterations, cfg.reprojection_px,
                                       cfg.max_pnp_points, seed=ctx.seed + f)
 
@@ -358,17 +386,18 @@ class PnPMST(PoseSolver):
             ctx.log(f"pose_solver pnp_mst: PnP failed for frames {failed[:10]}; identity pose used (official fallback)")
 
         world_from_cam = np.stack(poses).astype(np.float64)
-        depth = np.empty((n, h, w), np.float32)
-        for f in range(n):
-            cam_from_world = np.linalg.inv(world_from_cam[f])
-            depth[f] = (pts3d[f] @ cam_from_world[2, :3] + cam_from_world[2, 3]).astype(np.float32)
-
+        scale = np.float32(1.0)
+        placed_from_cam = world_from_cam
         if cfg.known_poses:
             known = load_known_poses(cfg.known_poses, n)
             s, R, T = align_pose_sets(world_from_cam, known)
-            depth *= np.float32(s)
+            scale = np.float32(s)
             ctx.log(f"pose_solver pnp_mst: aligned to known poses (scale {s:.4g})")
             world_from_cam = known
+        depth = ctx.output("depth", (n, h, w), np.float32)
+        for f in range(n):  # one frame at a time: z of the placed pointmap in its own camera
+            cam_from_world = np.linalg.inv(placed_from_cam[f])
+            depth[f] = (pts3d[f] @ cam_from_world[2, :3] + cam_from_world[2, 3]).astype(np.float32) * scale
 
         intrinsics = np.tile(np.eye(3), (n, 1, 1))
         intrinsics[:, 0, 0] = intrinsics[:, 1, 1] = focals
@@ -378,13 +407,12 @@ class PnPMST(PoseSolver):
     # ---- steps -------------------------------------------------------------------------------
 
     def _traverse(self, tree: list[tuple[float, int, int, int]], pairs: np.ndarray, pred: PairPredictions,
-                  n: int) -> tuple[list[Optional[np.ndarray]], list[Optional[np.ndarray]], dict[int, int]]:
+                  n: int, pts3d: _WorldPointmaps) -> tuple[list[Optional[np.ndarray]], dict[int, int]]:
         """Place every frame's pointmap in the world frame along the tree (official traversal order).
 
-        Returns world pointmaps (F of (H, W, 3) float64), poses (F of (4, 4) or None) and, per frame,
-        the pair index whose view-i pointmap gives its focal.
+        Writes the world pointmaps ((H, W, 3) float64 per frame) into ``pts3d``; returns poses (F of
+        (4, 4) or None) and, per frame, the pair index whose view-i pointmap gives its focal.
         """
-        pts3d: list[Optional[np.ndarray]] = [None] * n
         poses: list[Optional[np.ndarray]] = [None] * n
         focal_edge: dict[int, int] = {}
         todo = sorted(tree)  # ascending score; pop() takes the strongest
@@ -419,11 +447,11 @@ class PnPMST(PoseSolver):
             stalled = 0
             if poses[i] is None:
                 poses[i] = _sim3(1.0, R, T)
-        return pts3d, poses, focal_edge
+        return poses, focal_edge
 
     def _traverse_camera(self, tree: list[tuple[float, int, int, int]], pairs: np.ndarray, scores: np.ndarray,
                          pred: PairPredictions, n: int, pp: tuple[float, float], known_focal: Optional[float],
-                         ctx: RunContext) -> tuple[np.ndarray, list[Optional[np.ndarray]], list[Optional[np.ndarray]]]:
+                         pts3d: _WorldPointmaps, ctx: RunContext) -> tuple[np.ndarray, list[Optional[np.ndarray]]]:
         """``chaining='camera_scale'``: place frames along the tree by camera pose + scale.
 
         Same traversal order as :meth:`_traverse`. For a tree edge whose frame ``f`` is placed
@@ -434,7 +462,8 @@ class PnPMST(PoseSolver):
         or by PnP of its world pointmap (second view).
 
         Returns:
-            focals (F,) float64, world pointmaps (F of (H, W, 3) float64), world_from_cam (F of (4, 4)).
+            focals (F,) float64 and world_from_cam (F of (4, 4)); the world pointmaps ((H, W, 3)
+            float64 per frame) are written into ``pts3d``.
         """
         cfg = self.config
         if known_focal is not None:
@@ -456,14 +485,13 @@ class PnPMST(PoseSolver):
                 return np.eye(4)
             return res[0]
 
-        pts3d: list[Optional[np.ndarray]] = [None] * n
         poses: list[Optional[np.ndarray]] = [None] * n
         todo = sorted(tree)
         _, i, j, k = todo.pop()
         pts3d[i] = np.asarray(pred.pts3d_i[k], np.float64)
         pts3d[j] = np.asarray(pred.pts3d_j[k], np.float64)
         poses[i] = np.eye(4)
-        poses[j] = pnp(j, pts3d[j], np.asarray(pred.conf_j[k], np.float64))
+        poses[j] = pnp(j, np.asarray(pred.pts3d_j[k], np.float64), np.asarray(pred.conf_j[k], np.float64))
         done = {i, j}
         stalled = 0
         while todo:
@@ -493,8 +521,9 @@ class PnPMST(PoseSolver):
             s = _weighted_median_ratio(np.linalg.norm(y, axis=-1), np.linalg.norm(z, axis=-1), c_f)
             world_from_pair = poses[f] @ np.diag([s, s, s, 1.0]) @ cam_f_from_pair
             if f == i:
-                pts3d[j] = _apply(world_from_pair, x_j)
-                poses[j] = pnp(j, pts3d[j], c_j)
+                world_j = _apply(world_from_pair, x_j)
+                pts3d[j] = world_j
+                poses[j] = pnp(j, world_j, c_j)
                 done.add(j)
             else:
                 pts3d[i] = _apply(world_from_pair, x_i)
@@ -503,7 +532,7 @@ class PnPMST(PoseSolver):
                 pose[:3, 3] = world_from_pair[:3, 3]
                 poses[i] = pose
                 done.add(i)
-        return focals, pts3d, poses
+        return focals, poses
 
     def _estimate_focals(self, pred: PairPredictions, edges: Sequence[int], pp: tuple[float, float],
                          chunk: int = 16) -> np.ndarray:

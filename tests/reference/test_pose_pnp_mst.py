@@ -125,6 +125,7 @@ def test_edge_scores_and_image_conf(scene):
     np.testing.assert_allclose(edge_scores(pred), [3.0 * 2.0, 4.0, 2.0 * (2.0 + 7.0 / ci[2].size)])
     im = image_confidence(pred, 3)
     assert im[0].max() == 3.0 and im[2, 0, 0] == 9.0 and im[1].max() == 2.0
+    np.testing.assert_array_equal(image_confidence(pred, 3, block=2), im)  # frame blocks: same maxima
 
 
 def test_bad_inputs(scene, predictions):
@@ -165,3 +166,21 @@ def test_camera_scale_chaining(scene, predictions):
                                  scene.cam_to_world)
     print(f"ray-distorted pointmaps: max rel rotation similarity {rot_sim:.3f} deg, camera_scale {rot_cam:.3f} deg")
     assert rot_cam < 0.5 * rot_sim and rot_cam < 1.0
+
+
+@pytest.mark.parametrize("chaining", ["similarity", "camera_scale"])
+def test_world_pointmaps_in_the_store_workspace_give_identical_results(scene, predictions, chaining, tmp_path):
+    """Under the runner the traversal keeps its float64 world pointmaps, depth and confidence in the
+    store workspace (memory flat in the number of frames); results are bit-identical to numpy."""
+    from monst3r_framework.stages import CameraTrajectory
+    from monst3r_framework.store import RunStore
+
+    pred = noisy(predictions, 0.01)
+    cfg = PnPMSTConfig(num_workers=2, chaining=chaining)
+    inputs = PoseInputs(frames=scene.frameset(), predictions=pred)
+    in_memory = PnPMST(cfg).run(inputs, RunContext())
+    ws = RunStore(tmp_path / "ws.zarr", lock=False).begin("pose_solver", "k", {}, record=CameraTrajectory)
+    spilled = PnPMST(cfg).run(inputs, RunContext(workspace=ws))
+    assert "scratch_world_pointmaps" in ws and type(spilled.depth).__name__ == "OutputArray"
+    for name in ("world_from_cam", "intrinsics", "depth", "conf"):
+        np.testing.assert_array_equal(np.asarray(getattr(spilled, name)), np.asarray(getattr(in_memory, name)))

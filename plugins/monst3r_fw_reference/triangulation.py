@@ -188,7 +188,10 @@ def _fb_error(flow_fw: torch.Tensor, flow_bw: torch.Tensor) -> torch.Tensor:
     b, h, w, _ = flow_fw.shape
     ys, xs = torch.meshgrid(torch.arange(h, dtype=flow_fw.dtype), torch.arange(w, dtype=flow_fw.dtype), indexing="ij")
     target = torch.stack((xs, ys), -1) + flow_fw
-    return (_sample(flow_bw, target) + flow_fw).norm(dim=-1)
+    err = _sample(flow_bw, target) + flow_fw
+    # hypot, not .norm(dim=-1): the sum is a permuted (non-contiguous) view, where the norm reduction
+    # was 6x slower (profiled: 8 % of the stage).
+    return torch.hypot(err[..., 0], err[..., 1])
 
 
 class FlowTriangulation(PairPredictor):

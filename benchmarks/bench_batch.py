@@ -51,7 +51,8 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=None, help="work folder (default: a temporary one, removed)")
     args = ap.parse_args()
 
-    from monst3r_framework.batch import BatchSettings, default_evaluator, read_manifest, run_batch
+    from monst3r_framework.batch import BatchSettings, read_manifest, run_batch
+    from monst3r_fw_eval.cli_eval import EVALUATOR
     from monst3r_fw_eval.synth import make_scene
 
     w, h = (int(v) for v in args.size.lower().split("x"))
@@ -71,7 +72,7 @@ def main() -> None:
     for backend in ("local", "ray"):
         out = root / f"out_{backend}"
         shutil.rmtree(out, ignore_errors=True)
-        settings = BatchSettings(recipe=str(RECIPE), out=str(out), overrides=overrides, evaluator=default_evaluator())
+        settings = BatchSettings(recipe=str(RECIPE), out=str(out), overrides=overrides, evaluator=EVALUATOR)
         figures: dict[str, float] = {}
         if backend == "ray":
             import ray
@@ -84,6 +85,7 @@ def main() -> None:
             report = run_batch(items, settings, backend=backend, show_progress=False)
             figures[phase] = time.perf_counter() - t
             figures[f"{phase}_inside"] = sum(r["seconds"] for r in report.rows)
+            figures[f"{phase}_workers"] = len({r["worker"] for r in report.rows})
             bad = [r for r in report.rows if r["status"] != "complete"]
             if bad:
                 raise SystemExit(f"{backend} {phase}: {bad[0]['id']} {bad[0]['status']}: {bad[0]['error']}")
@@ -106,7 +108,10 @@ def main() -> None:
     print(f"{'first batch wall (s)':28s} {loc['first']:10.1f} {ray_['first']:10.1f}")
     print(f"{'  sum of video seconds':28s} {loc['first_inside']:10.1f} {ray_['first_inside']:10.1f}")
     print(f"{'rerun wall (s)':28s} {loc['rerun']:10.2f} {ray_['rerun']:10.2f}")
+    print(f"{'  sum of video seconds':28s} {loc['rerun_inside']:10.2f} {ray_['rerun_inside']:10.2f}")
     print(f"{'  stages computed in rerun':28s} {loc['rerun_computed']:10.0f} {ray_['rerun_computed']:10.0f}")
+    print(f"{'worker processes first/rerun':28s} {loc['first_workers']:>4.0f}/{loc['rerun_workers']:<5.0f} "
+          f"{ray_['first_workers']:>4.0f}/{ray_['rerun_workers']:<5.0f}")
     print(f"{'mean ATE':28s} {loc['ate_mean']:10.4f} {ray_['ate_mean']:10.4f}")
     print(f"ray init: {ray_['init']:.1f} s; speed-up first batch local/ray: {loc['first'] / ray_['first']:.2f}x "
           f"with {slots} slots")

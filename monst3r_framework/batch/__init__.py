@@ -7,8 +7,9 @@ from .manifest import BatchItem, read_manifest
 from .worker import BatchSettings, run_item
 
 # The evaluator `monst3r-fw batch` uses for rows with ground truth: "module:function", set by the
-# package that provides evaluation (core never imports it; Ray workers import it by this name).
-_DEFAULT_EVALUATOR: list[str] = ["monst3r_fw_eval.batch:evaluate_item"]
+# package that provides evaluation when it registers its CLI verbs (the core names none; Ray
+# workers import it by this name). Empty: batch rows carry no metrics.
+_DEFAULT_EVALUATOR: list[str] = []
 
 
 def set_default_evaluator(spec: str) -> None:

@@ -45,19 +45,26 @@ def evaluate_item(result: Any, item: Any, *, pose_align: str = "sim3",
 
     Returns ATE, RPE, ATE % of path, Abs Rel and δ<1.25 (first depth alignment) and ``mask_iou``
     where the ground truth has dynamic masks; ``full=True`` keeps every detail of
-    ``evaluate_predictions`` (per-alignment depth metrics, pose details; what ``eval-suite`` tabulates).
+    ``evaluate_predictions`` (per-alignment depth metrics, pose details, the masks' J and F at the
+    original resolution: what ``monst3r-fw eval`` gives for the run, and what ``eval-suite`` tabulates).
     """
     from .datasets import read_sequence
     from .evaluate import RunPredictions, evaluate_predictions
 
     sequence = read_sequence(item.dataset, item.gt, item.seq)
     rec, frames = result.reconstruction, result.frames
+    dynamic = getattr(rec, "dynamic", None)
+    masks: dict[str, Any] = {}
+    if full and dynamic is not None:  # the masks' J and F at the original resolution, as `monst3r-fw eval`
+        masks = {"dynamic": np.asarray(dynamic, bool),
+                 "network_from_original": np.asarray(frames.network_from_original, np.float64),
+                 "original_hw": tuple(int(v) for v in frames.original_hw)}
     preds = RunPredictions(np.asarray(rec.world_from_cam, np.float64), np.asarray(rec.depth, np.float32),
-                           np.asarray(frames.frame_index, np.int64), str(result.out_dir))
+                           np.asarray(frames.frame_index, np.int64), str(result.out_dir), **masks)
     res = evaluate_predictions(preds, sequence, pose_align=pose_align, depth_align=tuple(depth_align))
     out = dict(res) if full else {k: res.get(k) for k in ("ate", "rpe_trans", "rpe_rot", "ate_percent_of_path",
                                                             "abs_rel", "delta_1.25") if res.get(k) is not None}
-    if sequence.dynamic_mask is not None and rec.dynamic is not None:
+    if sequence.dynamic_mask is not None and dynamic is not None:
         ids = np.asarray(frames.frame_index, np.int64)
         if ids.max(initial=-1) < len(sequence.dynamic_mask):
             out["mask_iou"] = mask_iou(np.asarray(rec.dynamic), sequence.dynamic_mask[ids], frames.network_from_original)

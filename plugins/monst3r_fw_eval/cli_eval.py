@@ -22,6 +22,8 @@ _err = Console(stderr=True)
 
 _POSE_ALIGN = ("none", "se3", "sim3", "scale")
 _DEPTH_ALIGN = ("median", "scale_shift", "scale_shift_l1", "monst3r_lad", "none")
+# The batch evaluator (module:function), imported by name in batch workers (Ray processes too).
+EVALUATOR = "monst3r_fw_eval.batch:evaluate_item"
 
 
 def _parse_size(size: str) -> tuple[int, int]:
@@ -161,53 +163,82 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval-suite")
     def eval_suite_cmd(
-        recipe: Annotated[Path, typer.Argument(help="Recipe YAML to run on every sequence.")],
+        recipe: Annotated[str, typer.Argument(help="Recipe run on every sequence: a YAML path or a name (classical, paper).")],
         dataset: Annotated[str, typer.Option("--dataset", help="sintel, bonn, tum, kitti, scannet, davis, synthetic.")],
         gt: Annotated[Path, typer.Option("--gt", help="Dataset root.")],
-        out: Annotated[Path, typer.Option("--out", help="Output folder: OUT/<sequence>/ per run, OUT/metrics.json.")],
+        out: Annotated[Path, typer.Option("--out", help="Output folder: OUT/<sequence>/ per run, OUT/metrics.json, OUT/batch.json.")],
         seq: Annotated[Optional[list[str]], typer.Option("--seq", help="Only these sequences (repeatable).")] = None,
         overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Recipe override key=value (repeatable).")] = None,
         max_sequences: Annotated[Optional[int], typer.Option("--max-sequences", min=1, help="Stop after this many.")] = None,
         pose_align: Annotated[str, typer.Option("--pose-align", help="none, se3, sim3 or scale.")] = "sim3",
         depth_align: Annotated[str, typer.Option("--depth-align", help="Comma-separated depth alignments.")] = "median,scale_shift",
+        backend: Annotated[str, typer.Option(help="local (one sequence after another in this process) or ray (docs/batch.md).")] = "local",
+        address: Annotated[Optional[str], typer.Option(help="Ray cluster address (auto, HOST:6379, ray://HEAD:10001); default: a local Ray instance.")] = None,
+        gpus_per_video: Annotated[float, typer.Option(min=0, help="GPUs each sequence reserves with --backend ray (fractions share a GPU).")] = 0.0,
+        cpus_per_video: Annotated[float, typer.Option(min=0, help="CPUs each sequence reserves with --backend ray.")] = 1.0,
+        max_retries: Annotated[int, typer.Option(min=0, help="Ray: reruns of a sequence whose worker process died.")] = 2,
+        device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda (default: the recipe's).")] = None,
     ) -> None:
-        """Run a recipe over a dataset's sequences and tabulate the metrics (OUT/metrics.json)."""
-        import numpy as np
+        """Run a recipe over a dataset's sequences on the batch machinery (`monst3r-fw batch`: local or Ray,
+        resumable) and tabulate the metrics: OUT/metrics.json, OUT/<sequence>/metrics.json, OUT/batch.json.
+        Exit code 3 when a sequence failed (listed below the table and in metrics.json)."""
+        import os
+        import re
+        import sys
 
+        from monst3r_framework.batch import EXIT_PARTIAL, BatchItem, BatchSettings, run_batch
+        from monst3r_framework.recipe import load_recipe
         from monst3r_framework.store import jsonable as _jsonable
 
         from .datasets import list_sequences, read_sequence
-        from .evaluate import RunPredictions, evaluate_predictions
-        from monst3r_framework.runner import run_pipeline
 
         if pose_align not in _POSE_ALIGN:
             raise InputError(f"--pose-align {pose_align!r}: choose from {', '.join(_POSE_ALIGN)}")
+        if backend not in ("local", "ray"):
+            raise InputError(f"--backend {backend!r}: choose local or ray")
         aligns = _depth_aligns(depth_align)
+        if backend == "ray":
+            from monst3r_framework.batch.ray_backend import import_ray
+
+            import_ray()  # says how to install Ray before anything runs
+        load_recipe(recipe, overrides=list(overrides or []))  # a bad recipe or override stops here
         names = list(seq) if seq else list_sequences(dataset, gt)
         if not names:
             raise InputError(f"eval-suite: no {dataset} sequences under {gt}; check --gt and --dataset")
         names = names[:max_sequences] if max_sequences else names
+        out = Path(os.path.abspath(out))  # Ray workers need paths that do not depend on their cwd
         out.mkdir(parents=True, exist_ok=True)
-        rows: list[dict[str, Any]] = []
+        items: list[Any] = []
         for name in names:
             sequence = read_sequence(dataset, gt, name or None)
-            label = name or sequence.name
-            run_out = out / (label or "sequence")
-            frames_in = _input_folder(sequence, run_out)
-            _err.print(f"[bold]{dataset}/{label}[/bold]: {sequence.n_frames} frames from {frames_in}")
-            result = run_pipeline(recipe, frames_in, run_out, overrides=list(overrides or []))
-            rec = result.reconstruction
-            preds = RunPredictions(np.asarray(rec.world_from_cam, np.float64), np.asarray(rec.depth, np.float32),
-                                   np.asarray(result.frames.frame_index, np.int64), str(run_out))
-            res = evaluate_predictions(preds, sequence, pose_align=pose_align, depth_align=aligns)
-            (run_out / "metrics.json").write_text(json.dumps(_jsonable(res), indent=1, allow_nan=False))
-            rows.append(res)
+            label = re.sub(r"[^A-Za-z0-9._-]+", "_", name or sequence.name or "sequence").strip("._-") or "sequence"
+            frames_in = _input_folder(sequence, out / label)
+            items.append(BatchItem(id=label, input=os.path.abspath(frames_in), gt=os.path.abspath(gt), dataset=dataset,
+                                   seq=name or None))
+        settings = BatchSettings(recipe=os.path.abspath(recipe) if Path(recipe).is_file() else recipe, out=str(out),
+                                 overrides=tuple(overrides or ()), device=device, evaluator=EVALUATOR,
+                                 evaluator_options={"pose_align": pose_align, "depth_align": list(aligns), "full": True})
+        report = run_batch(items, settings, backend=backend, address=address, gpus_per_video=gpus_per_video,
+                           cpus_per_video=cpus_per_video, max_retries=max_retries, console=_err)
+        rows = [r["metrics"] for r in report.rows if r["status"] == "complete" and r.get("metrics")]
+        failed = [{"sequence": r["id"], "error": r.get("error") or r.get("metrics_error") or "no metrics"}
+                  for r in report.rows if r["status"] != "complete" or not r.get("metrics")]
         summary = _summarise(rows)
         (out / "metrics.json").write_text(json.dumps(_jsonable({"dataset": dataset, "recipe": str(recipe),
-                                                                "average": summary, "sequences": rows}),
+                                                                "average": summary, "sequences": rows,
+                                                                "failed": failed, "batch": str(out / "batch.json")}),
                                                      indent=1, allow_nan=False))
-        _out.print(metrics_table(rows + [summary], f"{dataset} with {recipe.name} (poses: {pose_align} aligned)"))
-        _out.print(f"wrote {out / 'metrics.json'}")
+        _out.print(metrics_table(rows + [summary], f"{dataset} with {Path(recipe).name} (poses: {pose_align} aligned)"))
+        for f in failed:
+            _out.print(f"failed {f['sequence']}: {f['error']}", soft_wrap=True, highlight=False, markup=False)
+        _out.print(f"wrote {out / 'metrics.json'} ({len(rows)} of {len(items)} sequences; "
+                   f"per-stage seconds in {out / 'batch.json'})", soft_wrap=True, highlight=False)
+        if report.interrupted:
+            _err.print("interrupted: finished sequences are recorded and their stages kept; rerun the same command "
+                       "to continue")
+            sys.exit(report.exit_code)
+        if failed:
+            sys.exit(EXIT_PARTIAL)  # as `monst3r-fw batch`: some sequences failed, the others are in the table
 
 
 def _input_folder(sequence: Any, run_out: Path) -> Path:

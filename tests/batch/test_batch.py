@@ -105,6 +105,23 @@ def test_ray_batch_then_rerun(videos, tmp_path, ray_session, capsys, monkeypatch
     assert all(rows[n]["worker"].split(":")[-1] != str(os.getpid()) for n in rows)  # ran in Ray workers
     assert max(r["videos_in_worker"] for r in rows.values()) >= 2  # 4 videos, 2 slots: workers are reused
     _check_rerun(out, _cli(args))
+    # eval-suite runs on the same machinery: over the same OUT it reuses every stage of the batch's
+    # stores, and its rows are `monst3r-fw eval` of those runs (masks' J&F at full resolution too)
+    from monst3r_fw_eval.evaluate import evaluate_run
+
+    code = _cli(["eval-suite", RECIPE, "--dataset", "synthetic", "--gt", str(videos), "--out", str(out),
+                 "--backend", "ray", "--seq", "scene0", "--seq", "scene2"] + [a for o in OVERRIDES for a in ("--set", o)])
+    assert code == 0
+    suite = json.loads((out / "metrics.json").read_text())
+    assert [r["sequence"] for r in suite["sequences"]] == ["scene0", "scene2"] and suite["failed"] == []
+    rows = {r["id"]: r for r in read_batch(out)["videos"]}
+    assert sorted(rows) == ["scene0", "scene2"] and all(r["computed"] == [] for r in rows.values())
+    for got in suite["sequences"]:
+        direct = evaluate_run(out / got["sequence"], videos / got["sequence"])
+        for key in ("ate", "rpe_trans", "rpe_rot", "abs_rel"):
+            assert got[key] == pytest.approx(direct[key], rel=1e-9), key
+        assert got["masks"]["JF_mean"] == pytest.approx(direct["masks"]["JF_mean"], rel=1e-9)
+    assert suite["average"]["ate"] == pytest.approx(np.mean([r["ate"] for r in suite["sequences"]]))
 
 
 def test_killed_ray_worker_is_retried(videos, tmp_path, ray_session):

@@ -62,6 +62,41 @@ def test_core_imports_no_plugin_and_no_evaluation():
     assert _violations(sorted(CORE.rglob("*.py")), forbidden) == []
 
 
+def named_modules(path: Path, packages: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(line, text) of every string constant in a file, docstrings aside, that names a module of
+    ``packages`` ("pkg", "pkg.mod", "pkg.mod:function"): importlib.import_module, entry-point
+    specs and "module:function" settings are dependencies too, only later ones."""
+    import re
+
+    pattern = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, packages)) + r")(?=$|[.:])")
+    tree = ast.parse(path.read_text(), str(path))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+            and pattern.search(node.value)]
+
+
+def test_core_names_no_plugin_module_in_strings():
+    """The core does not reach a plugin by name either (``"monst3r_fw_eval.batch:evaluate_item"``
+    as a default): a plugin registers what the core should call (``set_default_evaluator``)."""
+    packages = tuple(_plugin_packages())
+    bad = [f"{path.relative_to(REPO_ROOT)}:{line} names {text!r}" for path in sorted(CORE.rglob("*.py"))
+           for line, text in named_modules(path, packages)]
+    assert bad == []
+
+
+def test_the_string_checker_can_fail(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text('"""Docstrings may say monst3r_fw_eval.batch:evaluate_item."""\n'
+                      'DEFAULT = ["monst3r_fw_eval.batch:evaluate_item"]\n'
+                      'OTHER = "monst3r_fw_evaluation_notes"\n'
+                      'def f():\n    """or monst3r_fw_eval."""\n    return importlib.import_module("monst3r_fw_reference")\n')
+    assert named_modules(sample, ("monst3r_fw_eval", "monst3r_fw_reference")) == [
+        (2, "monst3r_fw_eval.batch:evaluate_item"), (6, "monst3r_fw_reference")]
+
+
 @pytest.mark.parametrize("package", [p for p in _plugin_packages() if p not in (EVAL, VIEWER)])
 def test_plugins_import_neither_evaluation_nor_benchmarks(package):
     files = sorted((PLUGINS / package).rglob("*.py"))

@@ -1,8 +1,10 @@
-"""CLI: synth, eval (from a monst3r_layout export) and eval-suite (runner stubbed with ground truth)."""
+"""CLI: synth, eval (from a monst3r_layout export) and eval-suite on the batch machinery (runner stubbed
+with perturbed ground truth)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,6 +15,8 @@ from typer.testing import CliRunner
 from monst3r_fw_eval import cli_eval
 from monst3r_fw_eval.metrics import matrix_to_quaternion
 from monst3r_fw_eval.synth import load_scene
+
+RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "classical.yaml")
 
 
 @pytest.fixture
@@ -57,29 +61,80 @@ def test_synth_and_eval(app, tmp_path):
     assert bad.exit_code != 0
 
 
-def test_eval_suite_with_stubbed_runner(app, tmp_path, monkeypatch):
+def test_eval_suite_on_the_batch_machinery(app, tmp_path, monkeypatch):
+    """eval-suite runs every sequence through run_batch (the runner stubbed with perturbed ground
+    truth): each row equals `evaluate_run` on the same run, the average is their mean, a failing
+    sequence is listed with its error and the exit code is 3 (partial), as `monst3r-fw batch`."""
+    from monst3r_framework.errors import StageError
+    from monst3r_fw_eval.evaluate import evaluate_run
     from monst3r_fw_eval.synth import make_scene
 
-    for k in range(2):
+    for k in range(3):
         make_scene(n_frames=4, size_hw=(16, 24), seed=k, n_objects=1, supersample=1).save(tmp_path / "gt" / f"s{k}", video=False)
     calls = []
 
     def fake_run_pipeline(recipe, input_path, out_dir, overrides=None, **kw):
         calls.append((str(input_path), list(overrides or [])))
+        if out_dir.name == "s2":
+            raise StageError("global_aligner: diverged at iteration 7 (stubbed)")
+        k = int(out_dir.name[1:])
         scene = load_scene(tmp_path / "gt" / out_dir.name)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        rec = SimpleNamespace(world_from_cam=scene.cam_to_world, depth=scene.depth * 2.0)
-        return SimpleNamespace(reconstruction=rec, frames=SimpleNamespace(frame_index=np.arange(4)))
+        c2w = scene.cam_to_world.copy()
+        c2w[:, :3, 3] *= 0.5
+        c2w[2, :3, 3] += 0.03 * (k + 1)  # one bad pose per sequence, a different error each
+        depth = scene.depth * 2.0
+        depth[1] *= 1.1 + 0.1 * k        # one frame's depth off in scale
+        dynamic = scene.dynamic_mask.copy()
+        dynamic[:, :, : 4 + 2 * k] = True  # over-segmented on the left edge
+        _write_layout(out_dir / "monst3r_layout", c2w, depth)
+        rec = SimpleNamespace(world_from_cam=c2w, depth=depth, dynamic=dynamic)
+        frames = SimpleNamespace(frame_index=np.arange(4), n_frames=4, original_hw=(16, 24),
+                                 network_from_original=np.eye(3))
+        return SimpleNamespace(reconstruction=rec, frames=frames, reports=[], computed=["global_aligner"],
+                               out_dir=out_dir)
 
     monkeypatch.setattr("monst3r_framework.runner.run_pipeline", fake_run_pipeline)
-    res = CliRunner().invoke(app, ["eval-suite", "recipe.yaml", "--dataset", "synthetic", "--gt", str(tmp_path / "gt"),
-                                   "--out", str(tmp_path / "out"), "--set", "pairs.window=3"])
-    assert res.exit_code == 0, res.output
-    assert [c[0].endswith("frames") for c in calls] == [True, True] and calls[0][1] == ["pairs.window=3"]
-    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["eval-suite", RECIPE, "--dataset", "synthetic", "--gt", str(tmp_path / "gt"),
+                                   "--out", str(out), "--set", "input.long_edge=64"])
+    assert res.exit_code == 3, res.output
+    assert [c[0].endswith("frames") for c in calls] == [True] * 3 and calls[0][1] == ["input.long_edge=64"]
+    m = json.loads((out / "metrics.json").read_text())
     assert [r["sequence"] for r in m["sequences"]] == ["s0", "s1"]
-    assert m["average"]["ate"] < 1e-9 and m["average"]["abs_rel"] < 1e-6
-    assert (tmp_path / "out" / "s1" / "metrics.json").is_file()
+    assert m["failed"] == [{"sequence": "s2", "error": "global_aligner: diverged at iteration 7 (stubbed)"}]
+    assert "failed s2: global_aligner: diverged" in res.output and "s1" in res.output
+    for row in m["sequences"]:
+        name = row["sequence"]
+        direct = evaluate_run(out / name, tmp_path / "gt" / name)  # reads the run's monst3r_layout export
+        assert row["ate"] > 0.01 and row["depth"]["median"]["abs_rel"] > 0.01  # the perturbations show
+        for key in ("ate", "rpe_trans", "rpe_rot"):
+            assert row[key] == pytest.approx(direct[key], rel=1e-6), key
+        for align in ("median", "scale_shift"):
+            for key in ("abs_rel", "delta_1.25"):
+                assert row["depth"][align][key] == pytest.approx(direct["depth"][align][key], rel=1e-6)
+        gt_mask = load_scene(tmp_path / "gt" / name).dynamic_mask
+        pred = gt_mask.copy()
+        pred[:, :, : 4 + 2 * int(name[1:])] = True
+        iou = np.logical_and(pred, gt_mask).sum() / np.logical_or(pred, gt_mask).sum()
+        assert row["mask_iou"] == pytest.approx(iou) and row["masks"]["iou_all"] == pytest.approx(iou) and iou < 0.95
+        assert json.loads((out / name / "metrics.json").read_text())["ate"] == row["ate"]
+    assert m["average"]["ate"] == pytest.approx(np.mean([r["ate"] for r in m["sequences"]]))
+    assert m["sequences"][0]["ate"] != pytest.approx(m["sequences"][1]["ate"])
+    batch = json.loads((out / "batch.json").read_text())
+    assert batch["status"] == "partial" and batch["counts"] == {"complete": 2, "failed": 1, "running": 0, "pending": 0}
+
+
+def test_eval_suite_refuses_bad_arguments_before_running(app, tmp_path, monkeypatch):
+    from monst3r_framework.errors import Monst3rFWError
+    from monst3r_fw_eval.synth import make_scene
+
+    make_scene(n_frames=3, size_hw=(16, 24), seed=0, n_objects=1, supersample=1).save(tmp_path / "gt" / "s0", video=False)
+    monkeypatch.setattr("monst3r_framework.runner.run_pipeline", lambda *a, **k: pytest.fail("ran a sequence"))
+    base = ["eval-suite", RECIPE, "--dataset", "synthetic", "--gt", str(tmp_path / "gt"), "--out", str(tmp_path / "o")]
+    for extra in (["--set", "stages.no_such_stage.x=1"], ["--backend", "slurm"], ["--pose-align", "sim4"]):
+        res = CliRunner().invoke(app, base + extra)
+        assert res.exit_code != 0 and isinstance(res.exception, Monst3rFWError), (extra, res.exception)
+    assert not (tmp_path / "o" / "batch.json").exists()
 
 
 def test_predictions_from_run_store(tmp_path):

@@ -73,10 +73,13 @@ def test_irls_weights_reproduce_l1_and_smooth_l1_gradients(tiny, symmetric, shar
     np.testing.assert_allclose(gd.numpy(), g["logd"].double().numpy(), rtol=2e-3, atol=2e-6 * float(g["logd"].abs().max()))
 
 
-def test_schur_step_equals_full_system_step(tiny):
+@pytest.mark.parametrize("curvature", [0.0, 0.5])
+def test_schur_step_equals_full_system_step(tiny, curvature):
+    """Plain IRLS (0) and the L1 norm's curvature with half the IRLS curvature along r removed (0.5)."""
     torch.manual_seed(1)
+    # flow weight 1 (official 0.01) so that every flow coupling, focal ones included, shows in the step
     solver = _solver(tiny, True, smoothness_weight=0.01, flow_loss_start=0.0, flow_loss_threshold=0.0,
-                     depth_prior_weight=0.0)
+                     depth_prior_weight=0.0, flow_loss_weight=1.0, gn_norm_curvature=curvature)
     st = solver.state
     _, _, counts, g = solver.evaluate(st, 10, grad=True)
     lam = 1e-2

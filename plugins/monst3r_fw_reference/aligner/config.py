@@ -69,6 +69,10 @@ class MonST3RGAConfig(StageConfig):
     gn_damping: float = Field(1e-4, gt=0, description="gauss_newton: initial Levenberg-Marquardt lambda (times diag H).")
     gn_hessian_pixels: int = Field(1024, ge=0, description="gauss_newton: pixels per frame (a regular subset) on which "
                                    "the reduced camera system is accumulated; 0: all. Gradient and depth steps use all.")
+    gn_norm_curvature: float = Field(
+        0.5, ge=0, lt=1, description="gauss_newton: curvature model of the L1 point distance w ||r||: weight "
+        "w / ||r|| (I - c r r^T / ||r||^2). 0: plain IRLS (over-estimates the curvature along r, linear convergence); "
+        "towards 1: the norm's own Gauss-Newton Hessian. Same objective and gradient either way.")
 
     @model_validator(mode="after")
     def _solver_options(self) -> "MonST3RGAConfig":

@@ -64,7 +64,7 @@ def test_exact_inputs_give_zero_initial_alignment_loss(scene):
 def test_accuracy_on_noisy_synthetic_pairs(case):
     init_ate = ate_percent(case.inputs.init.world_from_cam, case.gt_world_from_cam)
     init_rel = depth_abs_rel(case.inputs.init.depth, case.gt_depth)
-    rec = _run(case, iterations=200, smoothness_weight=0.0)
+    rec = _run(case, iterations=200, smoothness_weight=0.0, threads=1)  # threads=1: see test_official_defaults_...
     ate = ate_percent(rec.world_from_cam, case.gt_world_from_cam)
     rel = depth_abs_rel(rec.depth, case.gt_depth)
     assert init_ate > 1.0
@@ -192,9 +192,12 @@ def test_official_defaults_with_calibrated_confidence(scene):
     case = make_case(scene, swinstride_pairs(N_FRAMES), depth_noise=0.02, edge_scale_range=2.0,
                      init_rot_deg=2.0, init_trans_frac=0.5, seed=1, conf="calibrated")
     init_ate = ate_percent(case.inputs.init.world_from_cam, case.gt_world_from_cam)
-    rec = _run(case)
+    # threads=1 (a speed knob, not an official setting): on these tiny tensors torch's intra-op
+    # threads cost ~5x the CPU on 2 shared cores (96 s -> 17 s CPU for both runs, load 8; ATE 1.680
+    # vs 1.688, smoothness off 0.220 vs 0.225)
+    rec = _run(case, threads=1)
     ate = ate_percent(rec.world_from_cam, case.gt_world_from_cam)
-    smooth_off = ate_percent(_run(case, smoothness_weight=0.0).world_from_cam, case.gt_world_from_cam)
+    smooth_off = ate_percent(_run(case, smoothness_weight=0.0, threads=1).world_from_cam, case.gt_world_from_cam)
     assert ate < 2.0 and ate < init_ate / 2
     assert smooth_off < 0.5 and smooth_off < ate
     assert depth_abs_rel(rec.depth, case.gt_depth) < 0.01

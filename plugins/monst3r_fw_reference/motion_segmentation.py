@@ -16,6 +16,12 @@ Why each piece exists (measured on DAVIS clips at 256x144 with DIS flow, see doc
   subject (empty masks). The residual is counted at every pixel whose flow stays in the image.
 * **Temporal and spatial coherence.** :func:`temporal_average` averages each frame's residual map
   with its neighbours' maps warped by the flow; :func:`remove_small_components` drops specks.
+* **Colour boundaries.** Flow residuals bleed past the subject: DIS smooths flow across object
+  edges (a halo), and what moves *with* the subject without being it (a car's shadow, a swan's
+  wake, the road a scooter rides over) has a residual too. On the six DAVIS clips over half the
+  false positives were there (8-11 % of the frame against 6-10 % of true subject).
+  :func:`colour_prune` keeps only the part of each mask that OpenCV's GrabCut, started from the
+  mask, assigns to the foreground colour model: regions coloured like their surroundings go.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 
-__all__ = ["camera_flow_homography", "temporal_average", "remove_small_components", "mask_confidence",
-           "mask_notices"]
+__all__ = ["camera_flow_homography", "temporal_average", "remove_small_components", "colour_prune",
+           "mask_confidence", "mask_notices"]
 
 
 def _pixel_grid(h: int, w: int) -> np.ndarray:
@@ -129,6 +135,48 @@ def remove_small_components(mask: np.ndarray, min_fraction: float) -> np.ndarray
         keep = stats[:, cv2.CC_STAT_AREA] >= min_fraction * h * w
         keep[0] = False
         out[k] = keep[labels]
+    return out
+
+
+def colour_prune(rgb: np.ndarray, mask: np.ndarray, *, ring_px: int, core_px: int, iterations: int = 3,
+                 min_pixels: int = 20) -> np.ndarray:
+    """Remove from each mask the pixels GrabCut's colour models give to the background.
+
+    Per frame, GrabCut (``cv2.grabCut``, GMM colour models plus a contrast-sensitive graph cut)
+    starts from the mask: the mask eroded by ``core_px`` is certain foreground (without such
+    anchors the cut can drop a whole subject coloured like its surroundings), the rest of the mask
+    probable foreground, a ring of ``ring_px`` around it probable background, everything farther
+    certain background. The result is the mask AND GrabCut's foreground: pruning only, so a
+    subject the flow missed is never invented from colour.
+
+    Args:
+        rgb: (F, H, W, 3) uint8 frames.
+        mask: (F, H, W) bool dynamic masks.
+        min_pixels: masks with fewer pixels are returned unchanged.
+    Returns:
+        (F, H, W) bool, a subset of ``mask``.
+    """
+    import cv2
+
+    out = mask.copy()
+    ring = np.ones((2 * ring_px + 1,) * 2, np.uint8)
+    core = np.ones((2 * core_px + 1,) * 2, np.uint8)
+    for k in range(len(mask)):
+        m = mask[k].astype(np.uint8)
+        if int(m.sum()) < min_pixels or int(m.sum()) == m.size:
+            continue
+        labels = np.full(m.shape, cv2.GC_BGD, np.uint8)
+        labels[cv2.dilate(m, ring) > 0] = cv2.GC_PR_BGD
+        labels[m > 0] = cv2.GC_PR_FGD
+        if core_px > 0:
+            labels[cv2.erode(m, core) > 0] = cv2.GC_FGD
+        bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
+        try:
+            cv2.grabCut(np.ascontiguousarray(rgb[k][..., ::-1]), labels, None, bgd, fgd, iterations,
+                        cv2.GC_INIT_WITH_MASK)
+        except cv2.error:  # e.g. a colour model without samples: keep the mask as it is
+            continue
+        out[k] = mask[k] & ((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD))
     return out
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from monst3r_fw_reference.motion_segmentation import (
-    camera_flow_homography, mask_confidence, mask_notices, remove_small_components, temporal_average,
+    camera_flow_homography, colour_prune, mask_confidence, mask_notices, remove_small_components, temporal_average,
 )
 
 H, W = 72, 128
@@ -77,3 +77,29 @@ def test_small_components_and_notices():
     assert mask_notices(cleaned[:1]) == ()
     conf = mask_confidence(np.where(cleaned, 0.9, 0.1).astype(np.float32), 0.5, np.ones((4, H, W)), cleaned)
     assert conf[0] > 0.9 and conf[1] == 0.0 and conf[2] == 0.0
+
+
+def test_colour_prune_drops_a_halo_coloured_like_the_ground_and_keeps_the_subject():
+    """A red subject on textured grey-green ground; the flow mask also covers a band of ground under
+    it (flow halo / wake: the ground's colours). Pruning keeps the subject and drops the band, except
+    where the band lies inside the mask's eroded core (certain foreground by design)."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    rgb = np.empty((2, H, W, 3), np.uint8)
+    rgb[:] = np.clip(np.array([90, 120, 90]) + rng.normal(0, 12, (2, H, W, 3)), 0, 255).astype(np.uint8)
+    subject = np.zeros((2, H, W), bool)
+    subject[:, 20:45, 40:80] = True
+    band = np.zeros((2, H, W), bool)
+    band[:, 45:55, 36:84] = True
+    rgb[subject] = np.clip(np.array([200, 40, 40]) + rng.normal(0, 12, (int(subject.sum()), 3)), 0, 255)
+    mask = subject | band
+    mask[1] = False  # an empty mask stays empty
+    out = colour_prune(rgb, mask, ring_px=13, core_px=3)
+    assert not np.any(out & ~mask)  # pruning only
+    assert (out[0] & subject[0]).sum() >= 0.97 * subject[0].sum()
+    core = cv2.erode(mask[0].astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    free_band = band[0] & ~core
+    assert free_band.sum() > 200
+    assert (out[0] & free_band).sum() <= 0.3 * free_band.sum()  # next to the anchored core the cut keeps a few
+    assert not out[1].any()

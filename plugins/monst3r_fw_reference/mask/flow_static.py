@@ -36,6 +36,8 @@ Robust options (not official; the defaults reproduce the official behaviour):
   pair's valid pixels (a robust scale of the static background's residual) instead of min-max;
   0.5 means a residual ``median_scale`` times the typical one.
 * ``morph_radius``: binary opening then closing of the final mask with a square of side ``2r+1``.
+* ``colour_refine: grabcut``: each frame's mask pruned to GrabCut's foreground
+  (:func:`~monst3r_fw_reference.motion_segmentation.colour_prune`).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from monst3r_framework.stages import (
 )
 
 from ..motion_segmentation import (
-    camera_flow_homography, mask_confidence, mask_notices, remove_small_components, temporal_average,
+    camera_flow_homography, colour_prune, mask_confidence, mask_notices, remove_small_components, temporal_average,
 )
 from ..pose import pnp_world_from_cam, principal_point
 
@@ -116,6 +118,14 @@ class FlowStaticConfig(StageConfig):
                                  "frames within this radius, warped by the flow; 0 = off (official).")
     min_component: float = Field(0.0, ge=0, le=0.5, description="Drop connected mask components smaller than this "
                                  "fraction of the frame; 0 = keep all (official).")
+    colour_refine: Literal["off", "grabcut"] = Field(
+        "off", description="'grabcut': prune each frame's mask to what GrabCut's colour models, started from the mask, "
+        "call foreground (drops shadows, wakes, ground and flow halo coloured like the surroundings; never adds "
+        "pixels); 'off' (official).")
+    colour_ring: float = Field(0.1, gt=0, le=1, description="colour_refine: width of the probable-background ring "
+                               "around the mask, as a fraction of the long image edge.")
+    colour_core: float = Field(0.02, ge=0, le=0.5, description="colour_refine: the mask eroded by this fraction of the "
+                               "long image edge is certain foreground (anchors the cut).")
 
 
 def _normalise(err: torch.Tensor) -> torch.Tensor:
@@ -410,6 +420,11 @@ class FlowStaticMask(MaskBuilder):
         evidence = np.zeros((n, h, w), np.float64)
         err = flow_residual_maps(inputs.frames, inputs.predictions, inputs.flow, cfg, inputs.cameras, ctx, evidence)
         dynamic = remove_small_components(_clean(err > cfg.threshold, cfg.morph_radius), cfg.min_component)
+        if cfg.colour_refine == "grabcut":
+            long_edge = max(h, w)
+            dynamic = remove_small_components(colour_prune(
+                np.asarray(inputs.frames.rgb), dynamic, ring_px=max(1, round(cfg.colour_ring * long_edge)),
+                core_px=round(cfg.colour_core * long_edge)), cfg.min_component)
         return DynamicMasks(dynamic=dynamic, error=err, source="flow",
                             confidence=mask_confidence(err, cfg.threshold, evidence, dynamic),
                             notices=mask_notices(dynamic))

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import time
 from pathlib import Path
 
@@ -62,6 +64,12 @@ def trajectory_steps(world_from_cam: np.ndarray) -> dict:
             "max_step_between": [k, k + 1]}
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -81,9 +89,9 @@ def overlay(path: Path, rgb: np.ndarray, gt: np.ndarray, pred: np.ndarray, err) 
 
 
 def evaluate(name: str, recipe: str, frames_dir: Path, out: Path, overrides: list[str], gt_mask_fn, png):
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     result = run_pipeline(recipe, frames_dir, out, overrides=overrides)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
     gt_mask = gt_mask_fn(result.frames)
     pred = np.asarray(result.reconstruction.dynamic, bool)
     per_frame = [iou(p, g) for p, g in zip(pred, gt_mask)]
@@ -103,7 +111,7 @@ def evaluate(name: str, recipe: str, frames_dir: Path, out: Path, overrides: lis
            "iou_all": iou(pred, gt_mask), "iou_frame_mean": float(np.mean(per_frame)),
            "iou_frame_min": float(np.min(per_frame)), "gt_fraction": float(gt_mask.mean()),
            "pred_fraction": float(pred.mean()), "empty_frames": int((pred.reshape(len(pred), -1).mean(1) < 1e-3).sum()),
-           "wall_seconds": round(wall, 1),
+           "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "load_avg_1min": round(os.getloadavg()[0], 1),
            "seconds": {r.label: round(r.seconds, 2) for r in result.reports if not r.cached},
            "stage_mb": {k: round(v / 2**20, 1) for k, v in used.items()},
            "store_mb": round(sum(used.values()) / 2**20, 1), "out": str(out)}
@@ -158,11 +166,11 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     print(f"{'sequence':24s} {'IoU':>6s} {'IoU/fr':>6s} {'min':>6s} {'gt%':>5s} {'pred%':>5s} {'empty':>5s} "
-          f"{'wall s':>7s} {'MB':>6s} {'max/med step':>12s}")
+          f"{'wall s':>7s} {'cpu s':>7s} {'MB':>6s} {'max/med step':>12s}")
     for r in rows:
         print(f"{r['sequence']:24s} {r['iou_all']:6.3f} {r['iou_frame_mean']:6.3f} {r['iou_frame_min']:6.3f} "
               f"{100 * r['gt_fraction']:5.1f} {100 * r['pred_fraction']:5.1f} {r['empty_frames']:5d} "
-              f"{r['wall_seconds']:7.1f} {r['store_mb']:6.1f} {r['max_over_median_step']:12.2f}")
+              f"{r['wall_seconds']:7.1f} {r['cpu_seconds']:7.1f} {r['store_mb']:6.1f} {r['max_over_median_step']:12.2f}")
     real = [r["iou_all"] for r in rows if not r["sequence"].startswith("synthetic") and r["sequence"].endswith("-recipe")]
     if real:
         print(f"mean IoU over {len(real)} clips: {np.mean(real):.3f}, min {np.min(real):.3f}")

@@ -139,7 +139,7 @@ def remove_small_components(mask: np.ndarray, min_fraction: float) -> np.ndarray
 
 
 def colour_prune(rgb: np.ndarray, mask: np.ndarray, *, ring_px: int, core_px: int, iterations: int = 3,
-                 min_pixels: int = 20) -> np.ndarray:
+                 min_pixels: int = 20, score: Optional[np.ndarray] = None, core_quantile: float = 0.0) -> np.ndarray:
     """Remove from each mask the pixels GrabCut's colour models give to the background.
 
     Per frame, GrabCut (``cv2.grabCut``, GMM colour models plus a contrast-sensitive graph cut)
@@ -147,12 +147,17 @@ def colour_prune(rgb: np.ndarray, mask: np.ndarray, *, ring_px: int, core_px: in
     anchors the cut can drop a whole subject coloured like its surroundings), the rest of the mask
     probable foreground, a ring of ``ring_px`` around it probable background, everything farther
     certain background. The result is the mask AND GrabCut's foreground: pruning only, so a
-    subject the flow missed is never invented from colour.
+    subject the flow missed is never invented from colour. With ``score`` and ``core_quantile``,
+    only core pixels whose score reaches that quantile of the frame's masked scores are anchored:
+    a wide shadow or wake attached to the subject moves less than the subject itself, so its
+    middle is no longer certain foreground.
 
     Args:
         rgb: (F, H, W, 3) uint8 frames.
         mask: (F, H, W) bool dynamic masks.
         min_pixels: masks with fewer pixels are returned unchanged.
+        score: optional (F, H, W) float motion score the mask was thresholded from.
+        core_quantile: in [0, 1); 0 = every eroded-mask pixel is anchored.
     Returns:
         (F, H, W) bool, a subset of ``mask``.
     """
@@ -168,8 +173,11 @@ def colour_prune(rgb: np.ndarray, mask: np.ndarray, *, ring_px: int, core_px: in
         labels = np.full(m.shape, cv2.GC_BGD, np.uint8)
         labels[cv2.dilate(m, ring) > 0] = cv2.GC_PR_BGD
         labels[m > 0] = cv2.GC_PR_FGD
-        if core_px > 0:
-            labels[cv2.erode(m, core) > 0] = cv2.GC_FGD
+        anchor = cv2.erode(m, core) > 0 if core_px > 0 else mask[k].copy()
+        if score is not None and core_quantile > 0:
+            anchor &= score[k] >= np.quantile(score[k][mask[k]], core_quantile)
+        if core_px > 0 or core_quantile > 0:
+            labels[anchor] = cv2.GC_FGD
         bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
         try:
             cv2.grabCut(np.ascontiguousarray(rgb[k][..., ::-1]), labels, None, bgd, fgd, iterations,

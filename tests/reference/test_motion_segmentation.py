@@ -103,3 +103,22 @@ def test_colour_prune_drops_a_halo_coloured_like_the_ground_and_keeps_the_subjec
     assert free_band.sum() > 200
     assert (out[0] & free_band).sum() <= 0.3 * free_band.sum()  # next to the anchored core the cut keeps a few
     assert not out[1].any()
+
+
+def test_colour_prune_anchors_only_the_strongest_motion_with_a_core_quantile():
+    """A wide wake (thicker than the core erosion) attached to the subject: with every eroded-mask
+    pixel anchored its middle stays; anchored by the residual score (the wake moves less), it goes."""
+    rng = np.random.default_rng(1)
+    rgb = np.clip(np.array([60, 90, 140]) + rng.normal(0, 10, (1, H, W, 3)), 0, 255).astype(np.uint8)
+    subject = np.zeros((1, H, W), bool)
+    subject[:, 12:42, 42:86] = True
+    wake = np.zeros((1, H, W), bool)
+    wake[:, 42:58, 35:95] = True
+    rgb[subject] = np.clip(np.array([235, 235, 230]) + rng.normal(0, 8, (int(subject.sum()), 3)), 0, 255)
+    score = np.where(subject, 0.9, np.where(wake, 0.6, 0.1)).astype(np.float32)
+    mask = subject | wake
+    plain = colour_prune(rgb, mask, ring_px=13, core_px=3)
+    ranked = colour_prune(rgb, mask, ring_px=13, core_px=3, score=score, core_quantile=0.5)
+    assert (plain & wake).sum() > 0.3 * wake.sum()  # the anchored middle of the wake stays
+    assert (ranked & wake).sum() < 0.1 * wake.sum()
+    assert (ranked & subject).sum() >= 0.97 * subject.sum()

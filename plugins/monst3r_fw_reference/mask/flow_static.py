@@ -126,6 +126,9 @@ class FlowStaticConfig(StageConfig):
                                "around the mask, as a fraction of the long image edge.")
     colour_core: float = Field(0.02, ge=0, le=0.5, description="colour_refine: the mask eroded by this fraction of the "
                                "long image edge is certain foreground (anchors the cut).")
+    colour_core_quantile: float = Field(0.0, ge=0, lt=1, description="colour_refine: of the eroded mask, only pixels "
+                                        "whose residual score reaches this quantile of the frame's masked scores are "
+                                        "certain foreground (a wide shadow or wake moves less than the subject); 0 = all.")
 
 
 def _normalise(err: torch.Tensor) -> torch.Tensor:
@@ -424,7 +427,8 @@ class FlowStaticMask(MaskBuilder):
             long_edge = max(h, w)
             dynamic = remove_small_components(colour_prune(
                 np.asarray(inputs.frames.rgb), dynamic, ring_px=max(1, round(cfg.colour_ring * long_edge)),
-                core_px=round(cfg.colour_core * long_edge)), cfg.min_component)
+                core_px=round(cfg.colour_core * long_edge), score=err, core_quantile=cfg.colour_core_quantile),
+                cfg.min_component)
         return DynamicMasks(dynamic=dynamic, error=err, source="flow",
                             confidence=mask_confidence(err, cfg.threshold, evidence, dynamic),
                             notices=mask_notices(dynamic))

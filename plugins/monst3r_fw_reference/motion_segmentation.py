@@ -30,8 +30,9 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 
-__all__ = ["camera_flow_homography", "temporal_average", "remove_small_components", "colour_prune",
-           "mask_confidence", "mask_notices"]
+__all__ = ["camera_flow_homography", "temporal_average", "temporal_average_frame", "remove_small_components",
+           "colour_prune", "mask_confidence", "mask_frame_stats", "mask_confidence_from_stats", "mask_notices",
+           "mask_notices_from_area"]
 
 
 def _pixel_grid(h: int, w: int) -> np.ndarray:
@@ -102,23 +103,32 @@ def camera_flow_homography(
 def temporal_average(err: np.ndarray, flow_to: Callable[[int, int], Optional[np.ndarray]], radius: int) -> np.ndarray:
     """Average each frame's (F, H, W) map with its neighbours' within ``radius`` frames, each warped
     into the frame by the flow ``flow_to(t, u)`` ((H, W, 2) t -> u, or None when absent)."""
-    import cv2
-
     if radius <= 0:
         return err
     n, h, w = err.shape
     grid = _pixel_grid(h, w)
-    acc = err.astype(np.float32).copy()
-    cnt = np.ones((n, 1, 1), np.float32)
-    for t in range(n):
-        for u in range(max(0, t - radius), min(n, t + radius + 1)):
-            f = None if u == t else flow_to(t, u)
-            if f is None:
-                continue
-            m = grid + f
-            acc[t] += cv2.remap(err[u].astype(np.float32), m[..., 0], m[..., 1], cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)
-            cnt[t] += 1
+    return np.stack([temporal_average_frame(lambda u: err[u], t, n, flow_to, radius, grid) for t in range(n)])
+
+
+def temporal_average_frame(err_of: Callable[[int], np.ndarray], t: int, n: int,
+                           flow_to: Callable[[int, int], Optional[np.ndarray]], radius: int,
+                           grid: Optional[np.ndarray] = None) -> np.ndarray:
+    """Frame ``t`` of :func:`temporal_average` ((H, W) float32), reading the maps of frames
+    ``t - radius .. t + radius`` through ``err_of(u)`` (so a streaming caller holds only those)."""
+    import cv2
+
+    acc = np.asarray(err_of(t)).astype(np.float32)
+    if grid is None:
+        grid = _pixel_grid(*acc.shape)
+    cnt = np.float32(1.0)
+    for u in range(max(0, t - radius), min(n, t + radius + 1)):
+        f = None if u == t else flow_to(t, u)
+        if f is None:
+            continue
+        m = grid + f
+        acc += cv2.remap(np.asarray(err_of(u)).astype(np.float32), m[..., 0], m[..., 1], cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+        cnt += np.float32(1.0)
     return acc / cnt
 
 
@@ -197,11 +207,20 @@ def mask_confidence(err: np.ndarray, threshold: float, evidence: np.ndarray, mas
     ramping to 1 between 0.1 % and 0.5 % and between 40 % and 50 % coverage).
     """
     n = len(err)
-    flat = err.reshape(n, -1)
-    decided = 1.0 - (np.abs(flat - threshold) < 0.15).mean(1)
-    ev = evidence.reshape(n, -1).mean(1)
+    return mask_confidence_from_stats(*(mask_frame_stats(err[k], threshold, evidence[k], mask[k]) for k in range(n))) \
+        if n else np.zeros(0, np.float32)
+
+
+def mask_frame_stats(err: np.ndarray, threshold: float, evidence: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
+    """One frame's (decided, mean evidence, area) for :func:`mask_confidence_from_stats`."""
+    decided = 1.0 - float((np.abs(np.ravel(err) - threshold) < 0.15).mean())
+    return decided, float(np.ravel(evidence).mean()), float(np.ravel(mask).mean())
+
+
+def mask_confidence_from_stats(*stats: tuple[float, float, float]) -> np.ndarray:
+    """:func:`mask_confidence` from each frame's :func:`mask_frame_stats` (streaming callers)."""
+    decided, ev, area = (np.array(v, np.float64) for v in zip(*stats))
     coverage = ev / max(float(ev.max()), 1e-12)
-    area = mask.reshape(n, -1).mean(1)
     plaus = np.clip((area - 0.001) / 0.004, 0, 1) * np.clip((0.5 - area) / 0.1, 0, 1)
     return (decided * coverage * plaus).astype(np.float32)
 
@@ -209,7 +228,13 @@ def mask_confidence(err: np.ndarray, threshold: float, evidence: np.ndarray, mas
 def mask_notices(mask: np.ndarray, name: str = "mask_builder") -> tuple[str, ...]:
     """One line when some frames' masks are empty or cover most of the frame (else nothing)."""
     n = len(mask)
-    area = mask.reshape(n, -1).mean(1)
+    return mask_notices_from_area(mask.reshape(n, -1).mean(1), name)
+
+
+def mask_notices_from_area(area: np.ndarray, name: str = "mask_builder") -> tuple[str, ...]:
+    """:func:`mask_notices` from each frame's mask area fraction (F,)."""
+    area = np.asarray(area, np.float64)
+    n = len(area)
     empty = np.flatnonzero(area < 0.001)
     large = np.flatnonzero(area > 0.5)
     parts = []

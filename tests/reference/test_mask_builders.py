@@ -124,3 +124,21 @@ def test_sam2_refine_not_installed_message(tmp_path):
         match = r"not installed: pip install monst3r-fw\[sam2\]"
     with pytest.raises(StageError, match=match):
         stage.setup(RunContext())
+
+
+def test_flow_static_streams_through_the_store_workspace(scene, inputs, tmp_path):
+    """Under the runner the error and mask are written frame by frame into the workspace and the raw
+    maps wait there for the temporal average: the same masks, errors and confidences as in memory."""
+    from monst3r_framework.stages import DynamicMasks
+    from monst3r_framework.store import RunStore
+
+    cfg = FlowStaticConfig(pose_source="homography", valid_pixels="fb_consistent", normalisation="median",
+                           temporal_radius=1, batch_size=3, min_component=0.003, morph_radius=1)
+    in_memory = FlowStaticMask(cfg).run(inputs, RunContext())
+    ws = RunStore(tmp_path / "ws.zarr", lock=False).begin("mask_builder", "k", {}, record=DynamicMasks)
+    streamed = FlowStaticMask(cfg).run(inputs, RunContext(workspace=ws))
+    assert "scratch_raw_error" in ws and type(streamed.error).__name__ == "OutputArray"
+    np.testing.assert_array_equal(np.asarray(streamed.error), in_memory.error)
+    np.testing.assert_array_equal(np.asarray(streamed.dynamic), in_memory.dynamic)
+    np.testing.assert_array_equal(streamed.confidence, in_memory.confidence)
+    assert streamed.notices == in_memory.notices and in_memory.dynamic.any()

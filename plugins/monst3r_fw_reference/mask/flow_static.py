@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import ClassVar, Literal, Optional
+from typing import Any, Callable, ClassVar, Literal, Optional
 
 import numpy as np
 from pydantic import Field
@@ -57,7 +57,8 @@ from monst3r_framework.stages import (
 )
 
 from ..motion_segmentation import (
-    camera_flow_homography, colour_prune, mask_confidence, mask_notices, remove_small_components, temporal_average,
+    camera_flow_homography, colour_prune, mask_confidence_from_stats, mask_frame_stats, mask_notices_from_area,
+    remove_small_components, temporal_average_frame,
 )
 from ..pose import pnp_world_from_cam, principal_point
 
@@ -261,27 +262,38 @@ def _intrinsics(f: np.ndarray, pp: tuple[float, float]) -> torch.Tensor:
 
 def flow_residual_maps(
     frames: FrameSet, predictions: Optional[PairPredictions], flow: FlowField, cfg: FlowStaticConfig,
-    cameras: Optional[CameraTrajectory] = None, ctx: Optional[RunContext] = None, evidence: Optional[np.ndarray] = None,
-) -> np.ndarray:
+    cameras: Optional[CameraTrajectory] = None, ctx: Optional[RunContext] = None,
+    evidence: Optional[np.ndarray] = None, out: Optional[Any] = None,
+) -> Any:
     """Per-frame mean of per-pair min-max-normalised ``||ego flow - flow||`` maps.
 
+    Streams: edges are processed in chunks of ``batch_size`` (their two-view poses, depths and flow
+    made chunk by chunk), running sums are kept only for the frames the chunks touch, and a frame's
+    map is written once its last edge is done; the temporal average then reads ``2 r + 1`` maps at a
+    time. Sums and their order are those of a whole-video accumulation, so the maps are identical.
+
+    Args:
+        evidence: optional (F,) float64 receiving each frame's mean summed pair weight.
+        out: (F, H, W) float32 array to write the maps into (e.g. a ``ctx.output``); None: numpy.
     Returns:
-        (F, H, W) float32 in [0, 1]; frames in no pair get 0.
+        ``out``: (F, H, W) float32 in [0, 1]; frames in no pair get 0.
     """
     import torch
 
-    from ..geometry import ego_flow, estimate_focal_knowing_depth
+    from ..geometry import estimate_focal_knowing_depth
 
     ctx = ctx or RunContext()
     n = frames.n_frames
     h, w = frames.size_hw
     pp = principal_point(h, w, cfg.principal_point)
+    if out is None:
+        out = np.zeros((n, h, w), np.float32)
 
+    view: Optional[Callable[[tuple[int, int]], tuple]] = None
     if cfg.pose_source == "homography":
         edges = sorted({(min(i, j), max(i, j)) for i, j in np.asarray(flow.pairs, np.int64).tolist() if i != j})
         if cfg.max_pair_gap is not None:
             edges = [(a, b) for a, b in edges if b - a <= cfg.max_pair_gap]
-        views = {}
     elif cfg.pose_source == "solver":
         if cameras is None:
             raise StageError("mask_builder flow_static: pose_source 'solver' needs the pose solver's cameras; "
@@ -289,8 +301,11 @@ def flow_residual_maps(
         edges = sorted({(min(i, j), max(i, j)) for i, j in np.asarray(flow.pairs, np.int64).tolist()})
         c2w = np.asarray(cameras.world_from_cam, np.float64)
         kk = np.asarray(cameras.intrinsics, np.float64)
-        views = {(a, b): (c2w[a], c2w[b], np.asarray(cameras.depth[a], np.float64),
-                          np.asarray(cameras.depth[b], np.float64), kk[a], kk[b]) for a, b in edges}
+
+        def view(e: tuple[int, int]) -> tuple:
+            a, b = e
+            return (c2w[a], c2w[b], np.asarray(cameras.depth[a], np.float64), np.asarray(cameras.depth[b], np.float64),
+                    kk[a], kk[b])
     else:
         if predictions is None:
             raise StageError("mask_builder flow_static: needs pair predictions (pose_source 'pair'); "
@@ -314,83 +329,48 @@ def flow_residual_maps(
             f = estimate_focal_knowing_depth(batch, torch.tensor(pp, dtype=torch.float32)).double().numpy()
             focals.update(zip(ks, f.tolist()))
 
-        def work(e: tuple[int, int]):
+        def view(e: tuple[int, int]) -> tuple:
             a, b = e
             pa, pb, da, db, fa, fb = _pair_views(predictions, a, b, index[e], reverse.get(e), focals, cfg, pp,
                                                  seed=ctx.seed + 7919 * a + b)
             ka, kb = _intrinsics(np.array([fa]), pp)[0].numpy(), _intrinsics(np.array([fb]), pp)[0].numpy()
-            return e, (pa, pb, da, db, ka, kb)
+            return pa, pb, da, db, ka, kb
 
-        workers = cfg.num_workers or max(1, os.cpu_count() or 1)
-        with ctx.progress(len(edges), "flow_static: pair poses") as bar:
-            if workers > 1 and len(edges) > 1:
-                with ThreadPoolExecutor(workers) as pool:
-                    views = dict(pool.map(work, edges))
-            else:
-                views = dict(map(work, edges))
-            bar.advance(len(edges))
-
-    total = np.zeros((n, h, w), np.float64)
-    count = np.zeros((n, h, w), np.float64)
     flow_rows, _ = pair_rows(flow.pairs, np.asarray(edges, np.int64).reshape(-1, 2))
     missing = [e for e, r in zip(edges, flow_rows) if r < 0]
     if missing:
         raise StageError(f"mask_builder flow_static: no flow for pairs {missing[:5]}; the flow estimator must run "
                          "on the same scene graph as the pair predictor")
-    robust = cfg.valid_pixels != "all" or cfg.normalisation != "minmax"
-    for s in range(0, len(edges), cfg.batch_size):
-        chunk = edges[s:s + cfg.batch_size]
-        f_ab = torch.from_numpy(np.ascontiguousarray(flow.gather(np.array(chunk)), np.float32))
-        f_ba = torch.from_numpy(np.ascontiguousarray(flow.gather(np.array(chunk)[:, ::-1]), np.float32))
-        if cfg.valid_pixels == "fb_consistent" or cfg.pose_source == "homography":
-            valid_a = _valid_pixels(f_ab, f_ba, cfg.fb_threshold_px)
-            valid_b = _valid_pixels(f_ba, f_ab, cfg.fb_threshold_px)
-        if cfg.pose_source == "homography":
-            va, vb = valid_a.numpy(), valid_b.numpy()
-            ego_ab = torch.from_numpy(np.stack([
-                camera_flow_homography(f_ab[m].numpy(), va[m], ransac_px=cfg.homography_ransac_px,
-                                       points=cfg.homography_points, seed=ctx.seed + 7919 * a + b,
-                                       background=cfg.background_model)
-                for m, (a, b) in enumerate(chunk)])).permute(0, 3, 1, 2)
-            ego_ba = torch.from_numpy(np.stack([
-                camera_flow_homography(f_ba[m].numpy(), vb[m], ransac_px=cfg.homography_ransac_px,
-                                       points=cfg.homography_points, seed=ctx.seed + 7919 * b + a,
-                                       background=cfg.background_model)
-                for m, (a, b) in enumerate(chunk)])).permute(0, 3, 1, 2)
-        else:
-            # float32 as the official code (the residual is normalised per pair, so precision is ample)
-            pa, pb, da, db, ka, kb = (torch.from_numpy(np.stack([views[e][m] for e in chunk]).astype(np.float32))
-                                      for m in range(6))
-            ra, ta, rb, tb = pa[:, :3, :3], pa[:, :3, 3:], pb[:, :3, :3], pb[:, :3, 3:]
-            ego_ab, _ = ego_flow(ra, ta, rb, tb, 1.0 / (da[:, None] + 1e-6), kb, torch.linalg.inv(ka))
-            ego_ba, _ = ego_flow(rb, tb, ra, ta, 1.0 / (db[:, None] + 1e-6), ka, torch.linalg.inv(kb))
-        res_a = torch.hypot(ego_ab[:, 0] - f_ab[..., 0], ego_ab[:, 1] - f_ab[..., 1])
-        res_b = torch.hypot(ego_ba[:, 0] - f_ba[..., 0], ego_ba[:, 1] - f_ba[..., 1])
-        if not robust:  # official path
-            err_a, err_b = _normalise(res_a).numpy(), _normalise(res_b).numpy()
-            w_a = w_b = np.ones((len(chunk), h, w))
-        else:
-            if cfg.valid_pixels == "all":
-                valid_a = valid_b = torch.ones_like(res_a, dtype=torch.bool)
-            err_a = _normalise_valid(res_a, valid_a, cfg).numpy()
-            err_b = _normalise_valid(res_b, valid_b, cfg).numpy()
-            w_a, w_b = valid_a.numpy().astype(np.float64), valid_b.numpy().astype(np.float64)
-            if cfg.pair_weight_power > 0:  # pairs whose flow failed (few consistent pixels) count less
-                w_a = w_a * (w_a.mean(axis=(1, 2), keepdims=True) ** cfg.pair_weight_power)
-                w_b = w_b * (w_b.mean(axis=(1, 2), keepdims=True) ** cfg.pair_weight_power)
-            if cfg.evidence_pixels == "in_view" and cfg.valid_pixels == "fb_consistent":
-                f_a = w_a.reshape(len(chunk), -1).max(1)[:, None, None]
-                f_b = w_b.reshape(len(chunk), -1).max(1)[:, None, None]
-                w_a = _in_view(f_ab).numpy() * f_a
-                w_b = _in_view(f_ba).numpy() * f_b
-        for m, (a, b) in enumerate(chunk):
-            total[a] += err_a[m] * w_a[m]
-            total[b] += err_b[m] * w_b[m]
-            count[a] += w_a[m]
-            count[b] += w_b[m]
-    if evidence is not None:
-        evidence[...] = count
-    err = (total / np.maximum(count, 1e-12)).astype(np.float32)
+    # before the temporal average the raw maps wait in a scratch output (the store workspace under the runner)
+    raw = out if cfg.temporal_radius <= 0 else ctx.output("scratch_raw_error", (n, h, w), np.float32)
+    chunks = [edges[s:s + cfg.batch_size] for s in range(0, len(edges), cfg.batch_size)]
+    last_chunk = np.full(n, -1)
+    for c, chunk in enumerate(chunks):
+        for a, b in chunk:
+            last_chunk[a] = last_chunk[b] = c
+    for f in np.flatnonzero(last_chunk < 0):  # in no pair: 0 (also over a resumed workspace's old content)
+        raw[int(f)] = np.zeros((h, w), np.float32)
+        if evidence is not None:
+            evidence[f] = 0.0
+    total: dict[int, np.ndarray] = {}
+    count: dict[int, np.ndarray] = {}
+    workers = cfg.num_workers or max(1, os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(workers) if view is not None and cfg.pose_source == "pair" and workers > 1 else None
+    try:
+        with ctx.progress(len(edges), "flow_static: flow residuals") as bar:
+            for c, chunk in enumerate(chunks):
+                views = [] if view is None else list(pool.map(view, chunk) if pool is not None else map(view, chunk))
+                _accumulate(chunk, views, flow, cfg, ctx, total, count, (h, w))
+                for f in sorted({x for e in chunk for x in e}):
+                    if last_chunk[f] == c:  # its last edge is done: finish the frame
+                        cnt = count.pop(f)
+                        raw[f] = (total.pop(f) / np.maximum(cnt, 1e-12)).astype(np.float32)
+                        if evidence is not None:
+                            evidence[f] = cnt.mean()
+                bar.advance(len(chunk))
+    finally:
+        if pool is not None:
+            pool.shutdown()
     if cfg.temporal_radius > 0:
         stored = np.asarray(flow.pairs, np.int64)
 
@@ -398,8 +378,82 @@ def flow_residual_maps(
             if pair_rows(stored, np.array([[t, u]], np.int64))[0][0] < 0:
                 return None
             return np.asarray(flow.gather(np.array([[t, u]], np.int64))[0], np.float32)
-        err = temporal_average(err, flow_to, cfg.temporal_radius)
-    return err
+
+        cache: dict[int, np.ndarray] = {}
+
+        def err_of(u: int) -> np.ndarray:  # the 2r+1 raw maps around the current frame
+            if u not in cache:
+                cache[u] = np.asarray(raw[u], np.float32)
+            return cache[u]
+
+        for t in range(n):
+            for u in [u for u in cache if u < t - cfg.temporal_radius]:
+                del cache[u]
+            out[t] = temporal_average_frame(err_of, t, n, flow_to, cfg.temporal_radius)
+    return out
+
+
+def _accumulate(chunk: list[tuple[int, int]], views: list[tuple], flow: FlowField, cfg: FlowStaticConfig,
+                ctx: RunContext, total: dict[int, np.ndarray], count: dict[int, np.ndarray],
+                size_hw: tuple[int, int]) -> None:
+    """Add one chunk of edges' normalised residuals (and their weights) to the running per-frame sums."""
+    import torch
+
+    from ..geometry import ego_flow
+
+    h, w = size_hw
+    robust = cfg.valid_pixels != "all" or cfg.normalisation != "minmax"
+    f_ab = torch.from_numpy(np.ascontiguousarray(flow.gather(np.array(chunk)), np.float32))
+    f_ba = torch.from_numpy(np.ascontiguousarray(flow.gather(np.array(chunk)[:, ::-1]), np.float32))
+    if cfg.valid_pixels == "fb_consistent" or cfg.pose_source == "homography":
+        valid_a = _valid_pixels(f_ab, f_ba, cfg.fb_threshold_px)
+        valid_b = _valid_pixels(f_ba, f_ab, cfg.fb_threshold_px)
+    if cfg.pose_source == "homography":
+        va, vb = valid_a.numpy(), valid_b.numpy()
+        ego_ab = torch.from_numpy(np.stack([
+            camera_flow_homography(f_ab[m].numpy(), va[m], ransac_px=cfg.homography_ransac_px,
+                                   points=cfg.homography_points, seed=ctx.seed + 7919 * a + b,
+                                   background=cfg.background_model)
+            for m, (a, b) in enumerate(chunk)])).permute(0, 3, 1, 2)
+        ego_ba = torch.from_numpy(np.stack([
+            camera_flow_homography(f_ba[m].numpy(), vb[m], ransac_px=cfg.homography_ransac_px,
+                                   points=cfg.homography_points, seed=ctx.seed + 7919 * b + a,
+                                   background=cfg.background_model)
+            for m, (a, b) in enumerate(chunk)])).permute(0, 3, 1, 2)
+    else:
+        # float32 as the official code (the residual is normalised per pair, so precision is ample)
+        pa, pb, da, db, ka, kb = (torch.from_numpy(np.stack([v[m] for v in views]).astype(np.float32))
+                                  for m in range(6))
+        ra, ta, rb, tb = pa[:, :3, :3], pa[:, :3, 3:], pb[:, :3, :3], pb[:, :3, 3:]
+        ego_ab, _ = ego_flow(ra, ta, rb, tb, 1.0 / (da[:, None] + 1e-6), kb, torch.linalg.inv(ka))
+        ego_ba, _ = ego_flow(rb, tb, ra, ta, 1.0 / (db[:, None] + 1e-6), ka, torch.linalg.inv(kb))
+    res_a = torch.hypot(ego_ab[:, 0] - f_ab[..., 0], ego_ab[:, 1] - f_ab[..., 1])
+    res_b = torch.hypot(ego_ba[:, 0] - f_ba[..., 0], ego_ba[:, 1] - f_ba[..., 1])
+    if not robust:  # official path
+        err_a, err_b = _normalise(res_a).numpy(), _normalise(res_b).numpy()
+        w_a = w_b = np.ones((len(chunk), h, w))
+    else:
+        if cfg.valid_pixels == "all":
+            valid_a = valid_b = torch.ones_like(res_a, dtype=torch.bool)
+        err_a = _normalise_valid(res_a, valid_a, cfg).numpy()
+        err_b = _normalise_valid(res_b, valid_b, cfg).numpy()
+        w_a, w_b = valid_a.numpy().astype(np.float64), valid_b.numpy().astype(np.float64)
+        if cfg.pair_weight_power > 0:  # pairs whose flow failed (few consistent pixels) count less
+            w_a = w_a * (w_a.mean(axis=(1, 2), keepdims=True) ** cfg.pair_weight_power)
+            w_b = w_b * (w_b.mean(axis=(1, 2), keepdims=True) ** cfg.pair_weight_power)
+        if cfg.evidence_pixels == "in_view" and cfg.valid_pixels == "fb_consistent":
+            f_a = w_a.reshape(len(chunk), -1).max(1)[:, None, None]
+            f_b = w_b.reshape(len(chunk), -1).max(1)[:, None, None]
+            w_a = _in_view(f_ab).numpy() * f_a
+            w_b = _in_view(f_ba).numpy() * f_b
+    for m, (a, b) in enumerate(chunk):
+        for f in (a, b):
+            if f not in total:
+                total[f], count[f] = np.zeros((h, w), np.float64), np.zeros((h, w), np.float64)
+        total[a] += err_a[m] * w_a[m]
+        total[b] += err_b[m] * w_b[m]
+        count[a] += w_a[m]
+        count[b] += w_b[m]
 
 
 class FlowStaticMask(MaskBuilder):
@@ -407,6 +461,7 @@ class FlowStaticMask(MaskBuilder):
 
     Output :class:`DynamicMasks`: dynamic (F, H, W) bool (error > threshold), error (F, H, W)
     float32 in [0, 1] = per-frame mean of per-pair min-max-normalised residuals, source "flow".
+    Both are written frame by frame into ``ctx.output`` arrays.
     """
 
     name: ClassVar[str] = "flow_static"
@@ -420,18 +475,26 @@ class FlowStaticMask(MaskBuilder):
                              "(e.g. type: opencv_dis) in the recipe")
         cfg = self.config
         n, (h, w) = inputs.frames.n_frames, inputs.frames.size_hw
-        evidence = np.zeros((n, h, w), np.float64)
-        err = flow_residual_maps(inputs.frames, inputs.predictions, inputs.flow, cfg, inputs.cameras, ctx, evidence)
-        dynamic = remove_small_components(_clean(err > cfg.threshold, cfg.morph_radius), cfg.min_component)
-        if cfg.colour_refine == "grabcut":
-            long_edge = max(h, w)
-            dynamic = remove_small_components(colour_prune(
-                np.asarray(inputs.frames.rgb), dynamic, ring_px=max(1, round(cfg.colour_ring * long_edge)),
-                core_px=round(cfg.colour_core * long_edge), score=err, core_quantile=cfg.colour_core_quantile),
-                cfg.min_component)
+        evidence = np.zeros(n, np.float64)
+        err = flow_residual_maps(inputs.frames, inputs.predictions, inputs.flow, cfg, inputs.cameras, ctx, evidence,
+                                 out=ctx.output("error", (n, h, w), np.float32))
+        dynamic = ctx.output("dynamic", (n, h, w), bool)
+        long_edge = max(h, w)
+        stats = []
+        for f in range(n):  # one frame at a time: threshold, clean, colour refinement, statistics
+            err_f = np.asarray(err[f], np.float32)
+            dyn_f = remove_small_components(_clean((err_f > cfg.threshold)[None], cfg.morph_radius), cfg.min_component)
+            if cfg.colour_refine == "grabcut":  # GrabCut works frame by frame: the same cut as on the whole video
+                dyn_f = remove_small_components(colour_prune(
+                    np.asarray(inputs.frames.rgb[f])[None], dyn_f, ring_px=max(1, round(cfg.colour_ring * long_edge)),
+                    core_px=round(cfg.colour_core * long_edge), score=err_f[None],
+                    core_quantile=cfg.colour_core_quantile), cfg.min_component)
+            dynamic[f] = dyn_f[0]
+            decided, _, area = mask_frame_stats(err_f, cfg.threshold, np.zeros(1), dyn_f[0])
+            stats.append((decided, float(evidence[f]), area))
         return DynamicMasks(dynamic=dynamic, error=err, source="flow",
-                            confidence=mask_confidence(err, cfg.threshold, evidence, dynamic),
-                            notices=mask_notices(dynamic))
+                            confidence=mask_confidence_from_stats(*stats) if n else np.zeros(0, np.float32),
+                            notices=mask_notices_from_area(np.array([s[2] for s in stats])))
 
 
 def _clean(mask: np.ndarray, radius: int) -> np.ndarray:

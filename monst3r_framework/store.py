@@ -601,11 +601,24 @@ class LazyArray:
                 idx = np.asarray(first)
                 if idx.dtype == bool:
                     idx = np.nonzero(idx)[0]
-                rows = np.stack([self._read(int(i)) for i in idx]) if len(idx) else \
-                    np.zeros((0,) + self.shape[1:], self.dtype)
+                rows = self._rows(idx.astype(np.int64)) if len(idx) else np.zeros((0,) + self.shape[1:], self.dtype)
                 return rows[(slice(None),) + rest] if rest else rows
             return np.asarray(self)[key]
         return self._read(key)
+
+    def _rows(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` (any order, repeats allowed), each run of consecutive rows read as one slice:
+        one store round trip per run instead of per row."""
+        idx = np.where(idx < 0, idx + len(self), idx)
+        order = np.argsort(idx, kind="stable")
+        srt = idx[order]
+        uniq, inverse = np.unique(srt, return_inverse=True)
+        breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
+        parts = [self._read(slice(int(run[0]), int(run[-1]) + 1)) for run in np.split(uniq, breaks)]
+        rows = np.concatenate(parts, axis=0)[inverse]
+        out = np.empty_like(rows)
+        out[order] = rows
+        return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self._read(...)

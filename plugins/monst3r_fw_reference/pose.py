@@ -90,9 +90,13 @@ def image_confidence(predictions: PairPredictions, n_frames: int, out: Optional[
         f1 = min(n_frames, f0 + block)
         acc = np.zeros((f1 - f0, h, w), np.float32)
         for view, arr in ((0, predictions.conf_i), (1, predictions.conf_j)):
-            for k in np.flatnonzero((pairs[:, view] >= f0) & (pairs[:, view] < f1)):
+            rows = np.flatnonzero((pairs[:, view] >= f0) & (pairs[:, view] < f1))
+            if not len(rows):
+                continue
+            confs = np.asarray(arr[rows], np.float32)  # one read per run of consecutive pairs
+            for k, conf in zip(rows, confs):
                 f = int(pairs[k, view]) - f0
-                np.maximum(acc[f], np.asarray(arr[k], np.float32), out=acc[f])
+                np.maximum(acc[f], conf, out=acc[f])
         out[f0:f1] = acc
     return out
 

@@ -255,3 +255,28 @@ def test_nerfstudio_original_resolution(tmp_path):
         # the network pixel (x, y) lands on original pixel index (2x + 0.5, 2y + 0.5) -> between 2x and 2x+1
         uv = _project_nerfstudio(frame, rec.pts3d_world[i, 4, 6][None].astype(np.float64))
         np.testing.assert_allclose(uv, [[12.5, 8.5]], atol=1e-3)
+
+
+def test_point_selection_streams_frames_with_the_same_subset_and_a_frame_stride(tmp_path):
+    """select_points reads one frame at a time: the budgeted subset is the one drawn from the whole
+    candidate list (as before streaming); frame_stride keeps every n-th frame; gather_points reads back."""
+    from monst3r_fw_reference.export._common import gather_points, scene_arrays, select_points
+
+    inputs = make_inputs(tmp_path / "s")
+    scene = scene_arrays(inputs, "test")
+    rec = inputs.reconstruction
+    keep = (rec.conf >= 1.2) & ~inputs.masks.dynamic
+    whole = np.flatnonzero(keep)
+    budget = len(whole) // 3
+    expected = np.sort(np.random.default_rng(7).choice(whole, size=budget, replace=False))
+    got = select_points(scene, min_conf=1.2, static_only=True, max_points=budget, seed=7, dynamic=inputs.masks.dynamic)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(select_points(scene, min_conf=1.2, static_only=True, max_points=None, seed=7,
+                                                dynamic=lambda f: np.asarray(inputs.masks.dynamic[f])), whole)
+    strided = select_points(scene, min_conf=1.2, static_only=True, max_points=None, seed=7,
+                            dynamic=inputs.masks.dynamic, frame_stride=2)
+    hw = keep[0].size
+    np.testing.assert_array_equal(strided, whole[(whole // hw) % 2 == 0])
+    np.testing.assert_array_equal(gather_points(scene, "pts3d_world", got),
+                                  np.asarray(rec.pts3d_world).reshape(-1, 3)[got])
+    np.testing.assert_array_equal(gather_points(scene, "conf", got), np.asarray(rec.conf).reshape(-1)[got])

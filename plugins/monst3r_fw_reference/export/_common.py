@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -76,6 +76,16 @@ class SceneArrays:
             self._cache[name] = arr.astype(dtype, copy=False) if dtype else arr
         return self._cache[name]
 
+    def frame(self, name: str, i: int) -> np.ndarray:
+        """Frame ``i`` of array ``name`` (same dtype as the attribute), read alone from a lazy store
+        array unless the whole array is already loaded: exporters that go frame by frame stay flat in
+        memory on long videos."""
+        if name in self._cache:
+            return self._cache[name][i]
+        dtype = _SCENE_SPECS[name][2]
+        arr = np.asarray(self._raw[name][i])  # type: ignore[index]
+        return arr.astype(dtype, copy=False) if dtype else arr
+
     @property
     def n_frames(self) -> int:
         return int(self._dims["F"])
@@ -117,6 +127,16 @@ def dynamic_masks(inputs: ExportInputs, scene: SceneArrays, where: str) -> tuple
     return dyn, inputs.masks.source
 
 
+def dynamic_frames(inputs: ExportInputs, scene: SceneArrays, where: str) -> tuple[Callable[[int], np.ndarray], str]:
+    """Like :func:`dynamic_masks`, as a per-frame reader ``mask(i) -> (H, W) bool`` (nothing whole-video
+    is loaded)."""
+    if inputs.masks is None:
+        return (lambda i: scene.frame("dynamic", i)), "reconstruction"
+    dyn = inputs.masks.dynamic
+    _check(where, "masks.dynamic", dyn, "F H W", {"F": scene.n_frames, "H": scene.size_hw[0], "W": scene.size_hw[1]})
+    return (lambda i: np.asarray(dyn[i]).astype(bool)), inputs.masks.source
+
+
 def gl_from_cv(world_from_cam: np.ndarray) -> np.ndarray:
     """(F, 4, 4) OpenCV camera-to-world -> OpenGL camera-to-world (flip the camera's y and z axes)."""
     return np.asarray(world_from_cam, np.float64) @ CV_FROM_GL
@@ -129,9 +149,10 @@ def select_points(
     static_only: bool,
     max_points: Optional[int],
     seed: int,
-    dynamic: Optional[np.ndarray] = None,
+    dynamic: Optional[np.ndarray | Callable[[int], np.ndarray]] = None,
+    frame_stride: int = 1,
 ) -> np.ndarray:
-    """Pick pixels whose world points get exported.
+    """Pick pixels whose world points get exported, reading one frame at a time.
 
     Args:
         scene: the reconstruction.
@@ -140,19 +161,56 @@ def select_points(
         max_points: keep at most this many (uniform random subset, reproducible from ``seed``,
             returned in frame/row/column order); None keeps all.
         seed: random seed of the subset.
-        dynamic: (F, H, W) bool mask to use instead of ``scene.dynamic``.
+        dynamic: (F, H, W) bool mask, or a per-frame reader ``f -> (H, W) bool``, to use instead of
+            ``scene.dynamic``.
+        frame_stride: use every ``frame_stride``-th frame only (long videos).
     Returns:
         (N,) int64 flat indices into the (F, H, W) grid.
+
+    Memory holds one frame plus the result: a first pass counts each frame's candidates, the random
+    subset is drawn over those counts (the same subset as drawing from the list of all candidates),
+    a second pass maps it back to pixels.
     """
-    dyn = scene.dynamic if dynamic is None else dynamic
-    keep = (scene.conf >= min_conf) & np.isfinite(scene.pts3d_world).all(-1)
-    if static_only:
-        keep &= ~dyn
-    idx = np.flatnonzero(keep)
-    if max_points is not None and idx.size > max_points:
-        rng = np.random.default_rng(seed)
-        idx = np.sort(rng.choice(idx, size=max_points, replace=False))
-    return idx.astype(np.int64)
+    h, w = scene.size_hw
+    dyn = (lambda f: scene.frame("dynamic", f)) if dynamic is None else (
+        dynamic if callable(dynamic) else (lambda f: np.asarray(dynamic[f], bool)))
+    frames = range(0, scene.n_frames, max(1, int(frame_stride)))
+
+    def candidates(f: int) -> np.ndarray:
+        keep = (scene.frame("conf", f) >= min_conf) & np.isfinite(scene.frame("pts3d_world", f)).all(-1)
+        if static_only:
+            keep &= ~dyn(f)
+        return np.flatnonzero(keep).astype(np.int64) + f * h * w
+
+    empty = np.zeros(0, np.int64)
+    if max_points is None:
+        return np.concatenate([empty] + [candidates(f) for f in frames])
+    counts = np.array([len(candidates(f)) for f in frames], np.int64)
+    total = int(counts.sum())
+    if total <= max_points:
+        return np.concatenate([empty] + [candidates(f) for f, c in zip(frames, counts) if c])
+    chosen = np.sort(np.random.default_rng(seed).choice(total, size=max_points, replace=False))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    bounds = np.searchsorted(chosen, starts)
+    parts = [candidates(f)[chosen[bounds[k]:bounds[k + 1]] - starts[k]]
+             for k, f in enumerate(frames) if bounds[k + 1] > bounds[k]]
+    return np.concatenate([empty] + parts)
+
+
+def gather_points(scene: SceneArrays, name: str, idx: np.ndarray) -> np.ndarray:
+    """``scene.<name>`` at the flat (F*H*W) indices ``idx`` (sorted, as :func:`select_points` returns
+    them), read one frame at a time: (N, C) for per-pixel vectors, (N,) for scalars."""
+    h, w = scene.size_hw
+    frames = idx // (h * w)
+    parts = []
+    for f in np.unique(frames):
+        sel = idx[frames == f] - f * h * w
+        arr = scene.frame(name, int(f))
+        parts.append(arr.reshape(h * w, -1)[sel] if arr.ndim == 3 else arr.reshape(-1)[sel])
+    if parts:
+        return np.concatenate(parts)
+    probe = scene.frame(name, 0)
+    return np.zeros((0,) + probe.shape[2:], probe.dtype)
 
 
 def warp_to_original(image: np.ndarray, network_from_original: np.ndarray, original_hw: tuple[int, int],
@@ -209,8 +267,17 @@ def write_png(path: Path, image: np.ndarray) -> None:
 def relative_files(root: Path) -> tuple[str, ...]:
     """Every file under ``root`` as sorted POSIX paths relative to it (the runner's own
     ``.monst3r_fw*`` bookkeeping files excluded)."""
-    return tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                        if p.is_file() and not p.name.startswith(".monst3r_fw")))
+    import os
+
+    # os.walk, not Path.rglob: plain strings, no Path object per file (a long video's export has
+    # several files per frame)
+    out = []
+    for folder, _, names in os.walk(root):
+        rel = os.path.relpath(folder, root)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        out.extend(prefix + name for name in names
+                   if not name.startswith(".monst3r_fw") and os.path.isfile(os.path.join(folder, name)))
+    return tuple(sorted(out))
 
 
 class AtomicExporter(Exporter):

@@ -19,6 +19,7 @@ from ._common import (
     AtomicExporter,
     SceneArrays,
     dynamic_masks,
+    gather_points,
     select_points,
     warp_to_original,
     write_png,
@@ -103,8 +104,8 @@ class ColmapExporter(AtomicExporter):
                             max_points=cfg.max_points, seed=ctx.seed, dynamic=dyn)
         xy = observations_original(scene, idx, net_from_orig)
         frame_of_point = idx // (scene.size_hw[0] * scene.size_hw[1])
-        xyz = scene.pts3d_world.reshape(-1, 3)[idx].astype(np.float64)
-        colours = scene.rgb.reshape(-1, 3)[idx]
+        xyz = gather_points(scene, "pts3d_world", idx).astype(np.float64)
+        colours = gather_points(scene, "rgb", idx)
 
         rec = pycolmap.Reconstruction()
         for cam_id in np.unique(camera_of_frame):

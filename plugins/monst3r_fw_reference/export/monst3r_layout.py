@@ -6,7 +6,7 @@ differ). Layouts: docs/exporters.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Iterable, Literal, Optional
 
 import numpy as np
 from pydantic import Field
@@ -14,7 +14,7 @@ from pydantic import Field
 from monst3r_framework.errors import StageError
 from monst3r_framework.stages import ExportInputs, RunContext, StageConfig
 
-from ._common import AtomicExporter, SceneArrays, dynamic_masks, write_png
+from ._common import AtomicExporter, SceneArrays, dynamic_frames, write_png
 
 
 def quaternions_xyzw(world_from_cam: np.ndarray) -> np.ndarray:
@@ -92,40 +92,52 @@ class Monst3rLayoutExporter(AtomicExporter):
         (out / "pred_traj.txt").write_text(format_monst3r_traj(scene.world_from_cam))
         np.savetxt(out / "pred_intrinsics.txt", scene.intrinsics.reshape(-1, 9), fmt="%.6f")
 
+        n = scene.n_frames
         if inputs.init is not None:
-            init_conf = np.asarray(inputs.init.conf, np.float32)
-            if init_conf.shape != scene.conf.shape:
-                raise StageError(f"{where}: init.conf has shape {init_conf.shape}, expected {scene.conf.shape} "
+            init_conf = inputs.init.conf
+            if tuple(init_conf.shape) != (n,) + scene.size_hw:
+                raise StageError(f"{where}: init.conf has shape {tuple(init_conf.shape)}, expected {(n,) + scene.size_hw} "
                                  "(F, H, W) like reconstruction.conf; re-run the pose solver on the same frames")
         else:
-            init_conf = scene.conf  # no initialisation recorded: the final confidences are the best we have
+            init_conf = None  # no initialisation recorded: the final confidences are the best we have
         trf = (lambda c: np.log(c)) if cfg.conf_transform == "log" else (lambda c: c)
-        if cfg.conf_transform == "log" and (scene.conf.min(initial=1.0) <= 0 or init_conf.min(initial=1.0) <= 0):
-            raise StageError(f"{where}: conf_transform 'log' needs positive confidences, found values <= 0; "
-                             "set conf_transform: none")
 
-        dyn, source = dynamic_masks(inputs, scene, where)
+        dyn, source = dynamic_frames(inputs, scene, where)
         k = cfg.dilate_kernel or (5 if source == "user" else 3)
         kernel = np.ones((k, k), np.uint8)
-        for i in range(scene.n_frames):
-            np.save(out / f"frame_{i:04d}.npy", scene.depth[i].astype(np.float32))
-            np.save(out / f"conf_{i}.npy", trf(scene.conf[i]).astype(np.float32))
-            np.save(out / f"init_conf_{i}.npy", trf(init_conf[i]).astype(np.float32))
-            mask = dyn[i].astype(np.uint8) * 255
+        top = 0.0
+        for i in range(n):  # frame by frame: nothing whole-video in memory (the staging folder is atomic)
+            depth, conf = scene.frame("depth", i), scene.frame("conf", i)
+            conf0 = conf if init_conf is None else np.asarray(init_conf[i], np.float32)
+            if cfg.conf_transform == "log" and (conf.min(initial=1.0) <= 0 or conf0.min(initial=1.0) <= 0):
+                raise StageError(f"{where}: conf_transform 'log' needs positive confidences, found values <= 0 "
+                                 f"(frame {i}); set conf_transform: none")
+            np.save(out / f"frame_{i:04d}.npy", depth.astype(np.float32))
+            np.save(out / f"conf_{i}.npy", trf(conf).astype(np.float32))
+            np.save(out / f"init_conf_{i}.npy", trf(conf0).astype(np.float32))
+            mask = dyn(i).astype(np.uint8) * 255
             write_png(out / f"dynamic_mask_{i}.png", mask)
             write_png(out / f"enlarged_dynamic_mask_{i}.png", cv2.dilate(mask, kernel, iterations=1))
-            write_png(out / f"frame_{i:04d}.png", scene.rgb[i])
+            write_png(out / f"frame_{i:04d}.png", scene.frame("rgb", i))
+            top = max(top, _depth_top(depth))
         if cfg.depth_gif:
-            write_depth_gif(out / "_depth_maps.gif", scene.depth, cfg.gif_frame_ms)
+            write_depth_gif(out / "_depth_maps.gif", (scene.frame("depth", i) for i in range(n)), cfg.gif_frame_ms, top)
 
 
-def colourise_depth(depth: np.ndarray) -> np.ndarray:
+def _depth_top(depth: np.ndarray) -> float:
+    d = np.nan_to_num(np.asarray(depth, np.float64), nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
+    return float(d.max()) if d.size else 0.0
+
+
+def colourise_depth(depth: np.ndarray, top: Optional[float] = None) -> np.ndarray:
     """(F, H, W) depth -> (F, H, W, 3) uint8 RGB jet colour map, normalised by the sequence maximum
-    (as the demo's gallery); non-finite depth maps to the colour of 0."""
+    (as the demo's gallery; ``top``: that maximum when colouring a part of the sequence); non-finite
+    depth maps to the colour of 0."""
     import cv2
 
     d = np.nan_to_num(np.asarray(depth, np.float64), nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
-    top = float(d.max()) if d.size else 0.0
+    if top is None:
+        top = float(d.max()) if d.size else 0.0
     scaled = np.round(d / top * 255.0) if top > 0 else np.zeros_like(d)
     u8 = scaled.astype(np.uint8)
     f, h, w = u8.shape
@@ -133,14 +145,19 @@ def colourise_depth(depth: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
-def write_depth_gif(path: Path, depth: np.ndarray, frame_ms: int) -> None:
-    """Animated GIF (looping) of the colour-mapped depth maps."""
+def write_depth_gif(path: Path, depth: Iterable[np.ndarray], frame_ms: int, top: Optional[float] = None) -> None:
+    """Animated GIF (looping) of the colour-mapped depth maps ((H, W) each, or one (F, H, W) array);
+    ``top``: the sequence's maximum depth (given: frames are coloured one at a time as they come)."""
     from PIL import Image
 
-    frames = [Image.fromarray(img) for img in colourise_depth(depth)]
-    if not frames:
+    if top is None:
+        depth = np.asarray(depth)
+        top = _depth_top(depth)
+    frames = (Image.fromarray(colourise_depth(np.asarray(d)[None], top)[0]) for d in depth)
+    first = next(frames, None)
+    if first is None:
         return
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+    first.save(path, save_all=True, append_images=frames, duration=frame_ms, loop=0)
 
 
 class TumConfig(StageConfig):

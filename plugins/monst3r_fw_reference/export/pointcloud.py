@@ -4,7 +4,7 @@ dynamic-flag vertex attributes) exporters. Layouts: docs/exporters.md."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 import numpy as np
 from pydantic import Field
@@ -12,7 +12,7 @@ from pydantic import Field
 from monst3r_framework.errors import StageError
 from monst3r_framework.stages import ExportInputs, RunContext, StageConfig
 
-from ._common import CV_FROM_GL, AtomicExporter, SceneArrays, dynamic_masks, select_points
+from ._common import CV_FROM_GL, AtomicExporter, SceneArrays, dynamic_frames, gather_points, select_points
 
 #: numpy dtype of a PLY vertex (names as read by trimesh, Open3D, CloudCompare, MeshLab).
 PLY_VERTEX_DTYPE = np.dtype([
@@ -62,6 +62,7 @@ class GlbConfig(StageConfig):
     min_conf: float = Field(1.5, ge=0, description="Keep pixels with confidence >= this (raw confidence, >= 1 for MonST3R).")
     static_only: bool = Field(False, description="Drop pixels flagged dynamic (keeps only the static background).")
     max_points: Optional[int] = Field(2_000_000, ge=1, description="Random subset of at most this many points (reproducible from the run seed); null = all.")
+    frame_stride: int = Field(1, ge=1, description="Take points from every n-th frame only (long videos; the point budget max_points still applies).")
     show_cameras: bool = Field(True, description="Add one frustum mesh per frame, coloured from dark (first) to yellow (last).")
     cam_size: Optional[float] = Field(None, gt=0, description="Frustum depth in scene units; null = 10% of the median depth.")
     view: Literal["first_camera_gl", "world"] = Field(
@@ -89,22 +90,25 @@ class GlbExporter(AtomicExporter):
         cfg = self.config
         where = f"exporter {self.name}"
         filename = _plain_filename(where, cfg.filename)
-        dyn, _ = dynamic_masks(inputs, scene, where)
+        dyn, _ = dynamic_frames(inputs, scene, where)
         idx = select_points(scene, min_conf=cfg.min_conf, static_only=cfg.static_only,
-                            max_points=cfg.max_points, seed=ctx.seed, dynamic=dyn)
+                            max_points=cfg.max_points, seed=ctx.seed, dynamic=dyn, frame_stride=cfg.frame_stride)
         view = self.view_from_world(scene)
         glb = trimesh.Scene()
         if idx.size:
-            pts = scene.pts3d_world.reshape(-1, 3)[idx].astype(np.float64)
+            pts = gather_points(scene, "pts3d_world", idx).astype(np.float64)
             pts = pts @ view[:3, :3].T + view[:3, 3]
-            rgba = np.concatenate([scene.rgb.reshape(-1, 3)[idx], np.full((idx.size, 1), 255, np.uint8)], 1)
+            rgba = np.concatenate([gather_points(scene, "rgb", idx), np.full((idx.size, 1), 255, np.uint8)], 1)
             glb.add_geometry(trimesh.PointCloud(pts, colors=rgba), geom_name="points", node_name="points")
         else:
             ctx.log(f"{where}: no pixel passes min_conf={cfg.min_conf}; the GLB holds cameras only")
         if cfg.show_cameras:
             size = cfg.cam_size
             if size is None:
-                d = scene.depth[np.isfinite(scene.depth) & (scene.depth > 0)]
+                # median depth over at most ~64 frames (all of them in short videos), one frame at a time
+                step = max(1, scene.n_frames // 64)
+                d = np.concatenate([x[np.isfinite(x) & (x > 0)] for x in
+                                    (scene.frame("depth", i) for i in range(0, scene.n_frames, step))])
                 size = 0.1 * float(np.median(d)) if d.size else 0.05
             h, w = scene.size_hw
             colours = camera_colours(scene.n_frames)
@@ -125,23 +129,31 @@ class PlyConfig(StageConfig):
     min_conf: float = Field(0.0, ge=0, description="Keep pixels with confidence >= this (0 keeps every finite point).")
     static_only: bool = Field(False, description="Drop pixels flagged dynamic.")
     max_points: Optional[int] = Field(None, ge=1, description="Random subset of at most this many points over all frames (reproducible from the run seed); null = all.")
+    frame_stride: int = Field(1, ge=1, description="Take points from every n-th frame only (long videos).")
     combined: bool = Field(True, description="Write every frame's points into one file (filename).")
     per_frame: bool = Field(False, description="Also write frames/frame_XXXX.ply, one file per frame (a 4D sequence).")
     binary: bool = Field(True, description="Binary little-endian PLY (false: ASCII).")
     filename: str = Field("points.ply", description="Name of the combined file.")
 
 
-def ply_vertices(scene: SceneArrays, idx: np.ndarray, dynamic: np.ndarray) -> np.ndarray:
-    """Structured (N,) array of :data:`PLY_VERTEX_DTYPE` for the flat (F*H*W) indices ``idx``."""
+def ply_vertices(scene: SceneArrays, idx: np.ndarray, dynamic: np.ndarray | Callable[[int], np.ndarray]) -> np.ndarray:
+    """Structured (N,) array of :data:`PLY_VERTEX_DTYPE` for the sorted flat (F*H*W) indices ``idx``
+    (read frame by frame); ``dynamic``: (F, H, W) bool or a per-frame reader."""
     h, w = scene.size_hw
     v = np.empty(idx.size, PLY_VERTEX_DTYPE)
-    pts = scene.pts3d_world.reshape(-1, 3)[idx]
-    rgb = scene.rgb.reshape(-1, 3)[idx]
+    pts = gather_points(scene, "pts3d_world", idx)
+    rgb = gather_points(scene, "rgb", idx)
     v["x"], v["y"], v["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
     v["red"], v["green"], v["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    v["confidence"] = scene.conf.reshape(-1)[idx]
-    v["dynamic"] = dynamic.reshape(-1)[idx]
-    v["frame"] = idx // (h * w)
+    v["confidence"] = gather_points(scene, "conf", idx)
+    frames = idx // (h * w)
+    read = dynamic if callable(dynamic) else (lambda f: np.asarray(dynamic[f], bool))
+    flags = np.zeros(idx.size, bool)
+    for f in np.unique(frames):
+        sel = frames == f
+        flags[sel] = read(int(f)).reshape(-1)[idx[sel] - f * h * w]
+    v["dynamic"] = flags
+    v["frame"] = frames
     return v
 
 
@@ -165,9 +177,9 @@ class PlyExporter(AtomicExporter):
         if not (cfg.combined or cfg.per_frame):
             raise StageError(f"{where}: combined and per_frame are both false, nothing to write; enable one")
         filename = _plain_filename(where, cfg.filename)
-        dyn, _ = dynamic_masks(inputs, scene, where)
+        dyn, _ = dynamic_frames(inputs, scene, where)
         idx = select_points(scene, min_conf=cfg.min_conf, static_only=cfg.static_only,
-                            max_points=cfg.max_points, seed=ctx.seed, dynamic=dyn)
+                            max_points=cfg.max_points, seed=ctx.seed, dynamic=dyn, frame_stride=cfg.frame_stride)
         verts = ply_vertices(scene, idx, dyn)
         if cfg.combined:
             write_ply(out / filename, verts, cfg.binary)

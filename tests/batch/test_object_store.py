@@ -9,7 +9,8 @@ import time
 import pytest
 from batch_testing import OVERRIDES, RECIPE
 
-from monst3r_framework.batch import BatchSettings, default_evaluator, read_manifest, run_batch
+from monst3r_framework.batch import BatchSettings, read_manifest, run_batch
+from monst3r_fw_eval.cli_eval import EVALUATOR
 from monst3r_framework.errors import StoreError
 from monst3r_framework.store import RunStore
 
@@ -18,7 +19,7 @@ def test_batch_on_s3_then_reuse_then_second_writer_refused(videos, tmp_path, s3_
     fs = s3_server
     items = [it for it in read_manifest(videos) if it.id == "scene0"]
     settings = BatchSettings(recipe=RECIPE, out="s3://batch/out", overrides=tuple(OVERRIDES),
-                             evaluator=default_evaluator(), staging=str(tmp_path / "machine1"))
+                             evaluator=EVALUATOR, staging=str(tmp_path / "machine1"))
     first = run_batch(items, settings, show_progress=False)
     assert [r["status"] for r in first.rows] == ["complete"], first.rows
     for row in first.rows:

@@ -124,6 +124,21 @@ def test_eval_suite_on_the_batch_machinery(app, tmp_path, monkeypatch):
     assert batch["status"] == "partial" and batch["counts"] == {"complete": 2, "failed": 1, "running": 0, "pending": 0}
 
 
+def test_registering_the_verbs_makes_evaluate_item_the_batch_evaluator(monkeypatch):
+    """The core names no evaluator; the eval package's CLI registration sets it for `monst3r-fw batch`."""
+    import monst3r_framework.batch as batch
+    from monst3r_fw_eval import cli as eval_cli
+    from monst3r_fw_eval.batch import evaluate_item
+
+    monkeypatch.setattr(batch, "_DEFAULT_EVALUATOR", [])
+    assert batch.default_evaluator() is None
+    eval_cli.register(typer.Typer())
+    module, _, name = batch.default_evaluator().partition(":")
+    import importlib
+
+    assert getattr(importlib.import_module(module), name) is evaluate_item
+
+
 def test_eval_suite_refuses_bad_arguments_before_running(app, tmp_path, monkeypatch):
     from monst3r_framework.errors import Monst3rFWError
     from monst3r_fw_eval.synth import make_scene

@@ -44,6 +44,8 @@ import numpy as np
 import roma
 import torch
 
+from monst3r_framework.errors import StageError
+
 from .config import MonST3RGAConfig
 from .losses import _single_threaded_ops
 from .optimize import LOSS_NAMES, AlignProblem, Objective, build_params, conf_to_weight
@@ -76,6 +78,13 @@ def parallel_ranges(n_items: int, work: Callable[[int, int], T], per_thread: int
 
     with _single_threaded_ops(), ThreadPoolExecutor(threads) as pool:
         return list(pool.map(run, ranges))
+
+
+def _depth_curvature_floor(h: torch.Tensor) -> torch.Tensor:
+    """Per-pixel log-depth curvature (F, n) with a floor of 1e-6 of its mean: a pixel that no term
+    constrains (zero confidence weight and masked out of the flow) has h = 0 and would otherwise get
+    an unbounded depth step from round-off in its gradient."""
+    return h.clamp_min(max(1e-6 * float(h.mean()), 1e-30))
 
 
 def _norm3(r: torch.Tensor) -> torch.Tensor:
@@ -847,7 +856,7 @@ class GaussNewtonSolver:
         gc = self.lay.pack(g)
         lin = {"hcc": hcc, "gc": gc, "gd": g["logd"], "prior": prior}
         if not self.fix_depth:
-            cw = cpl / hdd.clamp_min(1e-30)[:, None, :]  # (F, Kf, n)
+            cw = cpl / _depth_curvature_floor(hdd)[:, None, :]  # (F, Kf, n)
             blocks = torch.bmm(cw, cpl.transpose(1, 2)).double() * self.rho  # sum c c^T / h
             corr = torch.bmm(cw, g["logd"][:, self.pix, None])[..., 0].double() * self.rho  # sum c g_d / h
             k1 = self.lay.K + 1
@@ -886,7 +895,9 @@ class GaussNewtonSolver:
         h, cdc = self.model.depth_step_terms(st, dcam, counts)
         if lin["prior"] is not None:
             h = h + lin["prior"]
-        dcam["logd"] = -(lin["gd"] + cdc) / (h * (1.0 + lam)).clamp_min(1e-30)
+        dcam["logd"] = -(lin["gd"] + cdc) / (_depth_curvature_floor(h) * (1.0 + lam))
+        if not all(bool(torch.isfinite(v).all()) for v in dcam.values()):
+            return None  # treated like a failed factorisation: more damping
         return dcam
 
     def _project_mat(self, s: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
@@ -933,6 +944,7 @@ class GaussNewtonSolver:
             t_lin = time.perf_counter() - t_it
             accepted = False
             tries = 0
+            f_new = math.inf
             while lam < 1e10:
                 tries += 1
                 step = self.solve(st, lin, lam, counts)
@@ -940,7 +952,10 @@ class GaussNewtonSolver:
                     lam *= 10.0
                     continue
                 trial = self._tangent(st, step).retract()
-                f_new, v_new, c_new, g_new = self.evaluate(trial, phase_it, grad=True)
+                try:
+                    f_new, v_new, c_new, g_new = self.evaluate(trial, phase_it, grad=True)
+                except StageError:  # a non-finite objective at the trial point: reject the step
+                    f_new = math.inf
                 if math.isfinite(f_new) and f_new < f:
                     accepted = True
                     break

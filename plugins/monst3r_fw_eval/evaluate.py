@@ -81,6 +81,11 @@ def _from_store(run_dir: Path) -> Optional[RunPredictions]:
             dynamic = mapping = original_hw = None
             if getattr(rec, "dynamic", None) is not None:
                 dynamic = np.asarray(rec.dynamic, bool)
+            elif keys.get("mask_builder") and keys["mask_builder"] != "disabled":
+                # no aligner (its Reconstruction carries the masks): score the mask builder's own
+                from monst3r_framework.stages import DynamicMasks
+
+                dynamic = np.asarray(store.load("mask_builder", keys["mask_builder"], DynamicMasks).dynamic, bool)
             if keys.get("frames"):
                 frames = store.load("frames", keys["frames"], FrameSet)
                 frame_index = np.asarray(frames.frame_index, np.int64)

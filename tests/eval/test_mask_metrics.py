@@ -139,3 +139,11 @@ def test_cli_eval_davis_prints_iou_and_f_cross_checked(tmp_path, monkeypatch):
     assert metrics["F_mean"] == pytest.approx(np.mean(want_f), abs=0.02)
     out = " ".join(res.output.split())
     assert f"IoU (J) {metrics['J_mean']:.4f} F {metrics['F_mean']:.4f}" in out
+
+    # Without a global aligner the masks come from the mask builder: same masks, same scores.
+    run_pipeline(here / "toy.yaml", img_dir, tmp_path / "run_noalign", overrides=["stages.global_aligner.enabled=false"])
+    res = CliRunner().invoke(app, ["eval", str(tmp_path / "run_noalign"), "--dataset", "davis", "--gt", str(root),
+                                   "--seq", "toy"])
+    assert res.exit_code == 0, res.output
+    no_align = json.loads((tmp_path / "run_noalign" / "metrics.json").read_text())["masks"]
+    assert no_align["J_mean"] == pytest.approx(metrics["J_mean"]) and no_align["F_mean"] == pytest.approx(metrics["F_mean"])

@@ -46,6 +46,7 @@ from monst3r_framework.stages import CameraTrajectory, PairPredictions, PoseInpu
 
 __all__ = [
     "PnPMSTConfig", "PnPMST", "edge_scores", "image_confidence", "weighted_procrustes", "pnp_world_from_cam",
+    "pnp_unknown_focal",
     "principal_point", "load_known_poses", "align_pose_sets", "STAGES",
 ]
 
@@ -189,6 +190,24 @@ def pnp_world_from_cam(
     cam_from_world[:3, :3] = cv2.Rodrigues(rvec)[0]
     cam_from_world[:3, 3] = tvec.reshape(3)
     return np.linalg.inv(cam_from_world), int(len(inliers))
+
+
+def pnp_unknown_focal(
+    pts_world: np.ndarray, mask: np.ndarray, pp: tuple[float, float], iterations: int = 10,
+    reprojection_px: float = 5.0, max_points: Optional[int] = None, seed: int = 0,
+) -> Optional[tuple[np.ndarray, int, float]]:
+    """:func:`pnp_world_from_cam` for a frame whose focal is unknown, as the official ``fast_pnp``
+    with ``focal=None``: 21 focals geometrically spaced over [max(H, W) / 2, 3 max(H, W)], the one
+    with the most RANSAC inliers wins. Needed for frames that are never the first view of a pair
+    (the last frame of an unsymmetrised ``swin-K-noncyclic`` graph): no pointmap in their own camera
+    gives a focal. Returns (world_from_cam, inliers, focal) or None."""
+    size = float(max(mask.shape))
+    best = None
+    for focal in np.geomspace(size / 2, size * 3, 21):
+        res = pnp_world_from_cam(pts_world, mask, float(focal), pp, iterations, reprojection_px, max_points, seed)
+        if res is not None and (best is None or res[1] > best[1]):
+            best = (res[0], res[1], float(focal))
+    return best
 
 
 def load_known_poses(path: str, n_frames: int) -> np.ndarray:
@@ -359,7 +378,7 @@ class PnPMST(PoseSolver):
         else:
             for k in np.argsort(-scores, kind="stable"):
                 focal_edge.setdefault(int(pairs[k, 0]), int(k))
-            focals = self._estimate_focals(pred, [focal_edge[f] for f in range(n)], pp)
+            focals = self._focals_of_first_views(pred, focal_edge, n, pp)
 
         # PnP for frames the tree did not pose, in parallel.
         todo = [f for f in range(n) if poses[f] is None]
@@ -369,6 +388,12 @@ class PnPMST(PoseSolver):
             mask = conf_f > cfg.min_conf_thr
             if mask.sum() < cfg.min_pnp_points:
                 mask = conf_f >= np.median(conf_f)
+            if np.isnan(focals[f]):  # never a first view: focal searched by PnP (official)
+                res = pnp_unknown_focal(pts3d[f], mask, pp, cfg.iterations, cfg.reprojection_px,
+                                        cfg.max_pnp_points, seed=ctx.seed + f)
+                if res is not None:
+                    focals[f] = res[2]
+                return res
             return pnp_world_from_cam(pts3d[f], mask, float(focals[f]), pp, cfg.iterations, cfg.reprojection_px,
                                       cfg.max_pnp_points, seed=ctx.seed + f)
 
@@ -379,6 +404,9 @@ class PnPMST(PoseSolver):
             else:
                 results = [solve(f) for f in todo]
             bar.advance(len(todo))
+        unknown = np.isnan(focals)
+        if unknown.any():  # PnP failed for a frame without a focal: the median of the others
+            focals[unknown] = np.median(focals[~unknown])
         failed = []
         for f, res in zip(todo, results):
             if res is None:
@@ -476,14 +504,20 @@ class PnPMST(PoseSolver):
             best: dict[int, int] = {}
             for k in np.argsort(-scores, kind="stable"):
                 best.setdefault(int(pairs[k, 0]), int(k))
-            focals = self._estimate_focals(pred, [best[f] for f in range(n)], pp)
+            focals = self._focals_of_first_views(pred, best, n, pp)
 
         def pnp(f: int, pts: np.ndarray, conf: np.ndarray) -> np.ndarray:
             mask = conf > cfg.min_conf_thr
             if mask.sum() < cfg.min_pnp_points:
                 mask = conf >= np.median(conf)
-            res = pnp_world_from_cam(pts, mask, float(focals[f]), pp, cfg.iterations, cfg.reprojection_px,
-                                     cfg.max_pnp_points, seed=ctx.seed + f)
+            if np.isnan(focals[f]):  # never a first view: focal searched by PnP (official), then kept
+                res = pnp_unknown_focal(pts, mask, pp, cfg.iterations, cfg.reprojection_px,
+                                        cfg.max_pnp_points, seed=ctx.seed + f)
+                if res is not None:
+                    focals[f] = res[2]
+            else:
+                res = pnp_world_from_cam(pts, mask, float(focals[f]), pp, cfg.iterations, cfg.reprojection_px,
+                                         cfg.max_pnp_points, seed=ctx.seed + f)
             if res is None:
                 ctx.log(f"pose_solver pnp_mst: PnP failed for frame {f} while chaining; identity used")
                 return np.eye(4)
@@ -536,7 +570,19 @@ class PnPMST(PoseSolver):
                 pose[:3, 3] = world_from_pair[:3, 3]
                 poses[i] = pose
                 done.add(i)
+        unknown = np.isnan(focals)
+        if unknown.any():  # PnP failed for a frame without a focal: the median of the others
+            focals[unknown] = np.median(focals[~unknown])
         return focals, poses
+
+    def _focals_of_first_views(self, pred: PairPredictions, edge_of: dict[int, int], n: int,
+                               pp: tuple[float, float]) -> np.ndarray:
+        """(F,) focals from each frame's chosen first-view pair; NaN for frames that are never a
+        pair's first view (their focal is searched by PnP)."""
+        focals = np.full(n, np.nan)
+        have = sorted(edge_of)
+        focals[have] = self._estimate_focals(pred, [edge_of[f] for f in have], pp)
+        return focals
 
     def _estimate_focals(self, pred: PairPredictions, edges: Sequence[int], pp: tuple[float, float],
                          chunk: int = 16) -> np.ndarray:

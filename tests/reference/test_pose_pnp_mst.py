@@ -184,3 +184,29 @@ def test_world_pointmaps_in_the_store_workspace_give_identical_results(scene, pr
     assert "scratch_world_pointmaps" in ws and type(spilled.depth).__name__ == "OutputArray"
     for name in ("world_from_cam", "intrinsics", "depth", "conf"):
         np.testing.assert_array_equal(np.asarray(getattr(spilled, name)), np.asarray(getattr(in_memory, name)))
+
+
+@pytest.mark.parametrize("chaining", ["similarity", "camera_scale"])
+def test_frame_that_is_never_a_first_view_gets_its_focal_from_pnp(scene, chaining):
+    """``swin-1-noncyclic`` is not symmetrised (official prefix quirk): the last frame is only ever
+    a pair's second view, so no pointmap in its own camera gives its focal. The official fast_pnp
+    searches 21 focals over [max(H, W) / 2, 3 max(H, W)]; the pose and a focal from that grid follow."""
+    from monst3r_framework.scene_graph import make_pairs
+
+    pairs = make_pairs(scene.n_frames, "swin-1-noncyclic", symmetrize=True)
+    assert not np.any(pairs[:, 0] == scene.n_frames - 1)  # the case: last frame never first view
+    out = run(scene, scene.pair_predictions(pairs), principal_point="pixel_center", chaining=chaining)
+    rot, tdir = relative_errors(out.world_from_cam[:-1], scene.cam_to_world[:-1])
+    assert rot < 0.5 and tdir < 1.0
+    np.testing.assert_allclose(out.intrinsics[:-1, 0, 0], scene.K[0, 0], rtol=1e-3)
+    # the last camera: the inlier count at a 5 px threshold only brackets the focal (official
+    # criterion), and PnP trades a wrong focal for a shift along the optical axis: its rotation is
+    # checked, its focal against the grid
+    rot_last, _ = relative_errors(out.world_from_cam[-2:], scene.cam_to_world[-2:])
+    print(f"{chaining}: last frame focal {out.intrinsics[-1, 0, 0]:.2f} (true {scene.K[0, 0]:.2f}), "
+          f"relative rotation to its neighbour {rot_last:.3f} deg")
+    assert rot_last < 1.0
+    grid = np.geomspace(48, 288, 21)
+    step = grid[1] / grid[0]  # the search is only as fine as its grid
+    f_last = out.intrinsics[-1, 0, 0]
+    assert np.isclose(grid, f_last).any() and abs(np.log(f_last / scene.K[0, 0])) <= 2 * np.log(step)

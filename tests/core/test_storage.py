@@ -8,29 +8,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from monst3r_framework.runner import run_pipeline
 from monst3r_framework.stages import FlowField, PairPredictions
 from monst3r_framework.store import RunStore, compact
-from monst3r_framework.video import write_test_video
 
 HERE = Path(__file__).resolve().parent
 TOY = HERE / "toy.yaml"
-
-
-@pytest.fixture
-def toy_env(monkeypatch, tmp_path):
-    monkeypatch.syspath_prepend(str(HERE))
-    calls = tmp_path / "calls.txt"
-    monkeypatch.setenv("TOY_CALLS_FILE", str(calls))
-    monkeypatch.delenv("TOY_DELAY", raising=False)
-    return calls
-
-
-@pytest.fixture
-def clip(tmp_path) -> Path:
-    return write_test_video(tmp_path / "clip.mp4", 6, (64, 96), fps=10)
 
 
 def _calls(path: Path) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from monst3r_fw_eval.datasets import read_pose_rows, read_tum_trajectory
 from monst3r_fw_eval.metrics import (
-    absolute_trajectory_error, associate_timestamps, relative_pose_error, tum_benchmark_ate, tum_benchmark_rpe,
+    associate_timestamps, trajectory_metric_table, tum_benchmark_ate, tum_benchmark_rpe,
 )
 
 D = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "trajectories"
@@ -35,17 +35,8 @@ def main() -> None:
             te, est = read_tum_trajectory(D / e)
             ir, ie = associate_timestamps(tr, te, max_diff=0.02)
             gt, est = gt[ir], est[ie]
-        sim3 = absolute_trajectory_error(est, gt, "sim3")
-        rows = {
-            "ate_trans_no_align": absolute_trajectory_error(est, gt, "none")["stats"],
-            "ate_trans_se3": absolute_trajectory_error(est, gt, "se3")["stats"],
-            "ate_trans_sim3": sim3["stats"],
-            "rpe_trans_delta1frame": relative_pose_error(est, gt)["trans"],
-            "rpe_rot_deg_delta1frame": relative_pose_error(est, gt)["rot_deg"],
-            "rpe_trans_delta1frame_after_sim3": relative_pose_error(sim3["aligned"], gt)["trans"],
-        }
+        s, rows = trajectory_metric_table(est, gt)
         r = ref[name]
-        s = sim3["alignment"]["scale"]
         print(f"{name:22s} {'sim3_scale':34s} {s:16.10f} {r['sim3_scale']:16.10f} {abs(s / r['sim3_scale'] - 1):24.1e}")
         for key, st in rows.items():
             d = st.to_dict()

@@ -47,7 +47,7 @@ from monst3r_framework.errors import InputError
 
 __all__ = [
     "ErrorStats", "error_stats", "umeyama_alignment", "align_trajectory", "associate_timestamps",
-    "absolute_trajectory_error", "relative_pose_error", "evaluate_poses", "tum_benchmark_ate",
+    "absolute_trajectory_error", "relative_pose_error", "trajectory_metric_table", "evaluate_poses", "tum_benchmark_ate",
     "tum_benchmark_rpe", "depth_metrics", "average_depth_metrics", "evaluate", "DEPTH_EVAL_PRESETS",
     "quaternion_to_matrix", "matrix_to_quaternion", "rotation_angle",
 ]
@@ -316,6 +316,21 @@ def relative_pose_error(est: np.ndarray, ref: np.ndarray, delta: int = 1) -> dic
     trans = np.linalg.norm(err[:, :3, 3], axis=1)
     rot = np.degrees(rotation_angle(err[:, :3, :3]))
     return {"trans": error_stats(trans), "rot_deg": error_stats(rot), "trans_errors": trans, "rot_errors_deg": rot}
+
+
+def trajectory_metric_table(est: np.ndarray, ref: np.ndarray) -> tuple[float, dict[str, ErrorStats]]:
+    """The ATE / RPE figures evo reports for one matched trajectory pair, under the key names of
+    ``shared/data/trajectories/reference_metrics_evo.json``: (Sim(3) scale, {name: ErrorStats})."""
+    sim3 = absolute_trajectory_error(est, ref, "sim3")
+    rpe = relative_pose_error(est, ref)
+    return float(sim3["alignment"]["scale"]), {
+        "ate_trans_no_align": absolute_trajectory_error(est, ref, "none")["stats"],
+        "ate_trans_se3": absolute_trajectory_error(est, ref, "se3")["stats"],
+        "ate_trans_sim3": sim3["stats"],
+        "rpe_trans_delta1frame": rpe["trans"],
+        "rpe_rot_deg_delta1frame": rpe["rot_deg"],
+        "rpe_trans_delta1frame_after_sim3": relative_pose_error(sim3["aligned"], ref)["trans"],
+    }
 
 
 def evaluate_poses(est: np.ndarray, ref: np.ndarray, align: Alignment = "sim3",

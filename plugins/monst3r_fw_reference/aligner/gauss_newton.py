@@ -34,11 +34,12 @@ fraction of the step budget), or as soon as the flow-free objective has converge
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Iterator, Optional, TypeVar
 
 import numpy as np
 import roma
@@ -47,7 +48,7 @@ import torch
 from monst3r_framework.errors import StageError
 
 from .config import MonST3RGAConfig
-from .losses import _single_threaded_ops
+from .losses import _single_threaded_ops, kernel_workers, worker_count
 from .optimize import LOSS_NAMES, AlignProblem, Objective, build_params, conf_to_weight
 from .params import SceneParams, params_from_poses, pixel_grid_flat
 
@@ -58,15 +59,16 @@ T = TypeVar("T")
 
 
 def parallel_ranges(n_items: int, work: Callable[[int, int], T], per_thread: int = 4) -> list[T]:
-    """``work(lo, hi)`` over contiguous ranges of [0, n_items), on a pool of torch.get_num_threads() workers.
+    """``work(lo, hi)`` over contiguous ranges of [0, n_items), on a pool of :func:`.losses.worker_count` workers.
 
     Each worker runs single-threaded torch ops (many small ops inside one parallel region
     scale badly, and collapse when other processes hold the cores); there are ``per_thread``
     ranges per worker, handed out as workers free up, so a worker slowed by other load takes
-    fewer of them. Results come back in range order.
+    fewer of them (with one thread the ranges run in turn, which keeps the temporaries of a
+    range small). Results come back in range order.
     """
-    threads = max(1, torch.get_num_threads())
-    k = max(1, min(n_items, threads * per_thread if threads > 1 else 1))
+    threads = worker_count()
+    k = max(1, min(n_items, threads * per_thread))
     bounds = [round(i * n_items / k) for i in range(k + 1)]
     ranges = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if lo < hi]
     if threads == 1 or len(ranges) == 1:
@@ -78,6 +80,17 @@ def parallel_ranges(n_items: int, work: Callable[[int, int], T], per_thread: int
 
     with _single_threaded_ops(), ThreadPoolExecutor(threads) as pool:
         return list(pool.map(run, ranges))
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int) -> Iterator[None]:
+    """torch intra-op threads set to ``n`` inside the block (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _depth_curvature_floor(h: torch.Tensor) -> torch.Tensor:
@@ -501,16 +514,18 @@ class IRLSModel:
 
         def add(jac, w, jd, fr, cols, local, out, neg=False):
             """jac (c, 14, R, n), w (c, R, n) or (c, 1, n), jd (c, R, n): camera blocks out, couplings in
-            (``neg``: w <= 0, a rank-R correction subtracted)."""
-            c = jac.shape[0]
-            flat = (jac * (-w if neg else w).sqrt()[:, None]).reshape(c, 14, -1)
-            blk = torch.bmm(flat, flat.transpose(1, 2)).double()
-            out.append((blk.neg_() if neg else blk, cols))
+            (``neg``: w <= 0, a rank-R correction subtracted). Overwrites jac and w."""
+            c, _, rows, _ = jac.shape
             if not fix_depth:
                 wjd = w * jd  # (c, R, n)
-                coup = (jac * wjd[:, None]).sum(2)  # (c, 14, n)
+                coup = jac[:, :, 0] * wjd[:, None, 0]  # (c, 14, n) = sum over rows, by components
+                for k in range(1, rows):
+                    coup.addcmul_(jac[:, :, k], wjd[:, None, k])
                 cpl.index_add_(0, (fr[:, None] * kf + local).reshape(-1), coup.reshape(-1, n))
-                hdd.index_add_(0, fr, (wjd * jd).sum(1))
+                hdd.index_add_(0, fr, wjd.mul_(jd).sum(1))
+            flat = jac.mul_((-w if neg else w).sqrt_()[:, None]).reshape(c, 14, -1)  # jac's last use: in place
+            blk = torch.bmm(flat, flat.transpose(1, 2)).double()
+            out.append((blk.neg_() if neg else blk, cols))
 
         def work(f0: int, f1: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
             """Terms whose depths belong to frames [f0, f1): they write disjoint rows of cpl / hdd."""
@@ -527,12 +542,13 @@ class IRLSModel:
                 wgt = (wt.index_select(0, e) / rn / self.area)[:, None]
                 jac = _align_jacobian_cf(xcf, a, depth[fr], rz[fr])
                 rows = v * lay.n_edges + e
-                add(jac, wgt, xcf, fr, lay.a_cols[rows], lay.a_local[rows], out)
                 if beta > 0:  # minus beta times the curvature along the residual (see norm_curvature)
-                    rh = r / rn[:, None]
-                    jr = (jac * rh[:, None]).sum(2)  # (c, 14, n)
-                    sd = (rh * xcf).sum(1)[:, None]  # r^ . J_d  (c, 1, n)
+                    rh = r.div_(rn[:, None])
+                    jr = jac[:, :, 0] * rh[:, None, 0]  # (c, 14, n) = J^T r^, by components
+                    jr.addcmul_(jac[:, :, 1], rh[:, None, 1]).addcmul_(jac[:, :, 2], rh[:, None, 2])
+                    sd = (rh[:, 0] * xcf[:, 0]).addcmul_(rh[:, 1], xcf[:, 1]).addcmul_(rh[:, 2], xcf[:, 2])[:, None]
                     add(jr[:, :, None], -beta * wgt, sd, fr, lay.a_cols[rows], lay.a_local[rows], out, neg=True)
+                add(jac, wgt, xcf, fr, lay.a_cols[rows], lay.a_local[rows], out)
             if not use_flow:
                 return out
             for k, ((src, dst, obs), fac) in enumerate(zip(sub["flow"], factors)):
@@ -646,100 +662,113 @@ class IRLSModel:
         return hmat[:-1, :-1], grad, grad[:lay.K], grad[lay.K:].reshape(nfr, n)
 
     # ---- full-resolution depth back-substitution --------------------------------------------
+    def _frame_points(self, st: GNState, fr: int, eps_depth: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Depth (N,) and offset from the camera centre X - t (3, N) of every pixel of frame ``fr``."""
+        depth = st.logd[fr].exp()
+        if eps_depth:
+            depth = depth + eps_depth
+        f = st.logf[0 if self.lay.nf == 1 else fr].exp()
+        ray = torch.cat([(self.grid - st.pp[fr][:, None]) / f, torch.ones(1, self.n)])
+        return depth, st.rot[fr] @ ray.mul_(depth)
+
     def depth_step_terms(self, st: GNState, dcam: dict[str, torch.Tensor], flow_counts: Optional[tuple[float, ...]]):
         """Per-pixel h = sum J_d^T W J_d and c . dc = sum J_d^T W J_c dc over all pixels: (F, N) each.
 
-        Alignment terms: J_d = X - t of the frame pixel, J_c dc = dX (frame side) - dY (edge side),
-        so only the weight sum and the weighted edge-side change are accumulated per pixel.
+        Frame by frame (each worker of :func:`parallel_ranges` owns whole frames, so no full-size
+        (F, 3, N) temporaries and no scatter). Alignment terms: J_d = X - t of the frame pixel and
+        J_c dc = dX (frame side, the same for every edge of the frame) - dY_e (edge side), so with
+        v_e = W_e J_d the frame needs only S = sum_e v_e and sum_e v_e . dY_e:
+        h = J_d . S, c . dc = dX . S - sum_e v_e . dY_e.
         """
         lay = self.lay
-        depth, xc, x, f = self.frame_geometry(st, None)
         rot = st.rot
         w_f, t_f = dcam["rot"], dcam["trans"]
         dlf = dcam["logf"].expand(lay.n_frames) if lay.nf == 1 else dcam["logf"]
-        rz = rot[:, :, 2:3]
-
-        def dx_cam(xc_, depth_):
-            """Camera-side change of every frame's world points (F, 3, N):
-            w x (X - t) + tau + dlogf (-(X - t) + depth R e_z)."""
-            out = torch.bmm(_skew(w_f) - dlf[:, None, None] * torch.eye(3), xc_)
-            return out.add_(t_f[:, :, None]).add_(depth_[:, None, :] * (dlf[:, None, None] * rz))
-
-        dx = dx_cam(xc, depth)
+        eye = torch.eye(3)
+        # camera-side change of a frame's points: (skew(w) - dlogf I) (X - t) + tau + dlogf depth R e_z
+        a_cam = _skew(w_f) - dlf[:, None, None] * eye  # (F, 3, 3)
+        b_rz = dlf[:, None] * rot[:, :, 2]  # (F, 3)
         m_all, t_all = self.edge_maps(st)
         # edge-side change: (skew(w_e) + sigma_e) M p + tau_e
         sig = dcam["e_logs"] - dcam["e_logs"].mean() if self._norm_scale else dcam["e_logs"]
-        dm = (_skew(dcam["e_rot"]) + sig[:, None, None] * torch.eye(3)) @ m_all
-        views = self.align_views()
+        dm = (_skew(dcam["e_rot"]) + sig[:, None, None] * eye) @ m_all
         chunk = self.chunk
         nfr, n = lay.n_frames, self.n
-        wsum = torch.zeros(nfr, n)
-        wde = torch.zeros(nfr, 3, n)
+        h = torch.empty(nfr, n)
+        cdc = torch.empty(nfr, n)
         beta = self.norm_curvature
-        if beta > 0:
-            ws2, wsd, wsr = torch.zeros(nfr, n), torch.zeros(nfr, n), torch.zeros(nfr, 3, n)
-        h_flow = torch.zeros(nfr, n)
-        c_flow = torch.zeros(nfr, n)
         use_flow = flow_counts is not None
-        if use_flow:
-            deps, xce, _, _ = self.frame_geometry(st, None, eps_depth=1e-6)
-            dxe = dx_cam(xce, deps)
-            factors = self.flow_factors(flow_counts)
+        factors = self.flow_factors(flow_counts) if use_flow else []
+        fpx = st.logf.exp().expand(nfr) if lay.nf == 1 else st.logf.exp()
+        views = [(fidx, pred, wt, [torch.nonzero(fidx == fr)[:, 0] for fr in range(nfr)]) for fidx, pred, wt in self.align_views()]
+        flows = [(src, dst, obs, fac, [torch.nonzero(src == fr)[:, 0] for fr in range(nfr)])
+                 for (src, dst, obs), fac in zip(self.flow_dirs, factors)]
+
+        def frame(fr: int) -> None:
+            depth, xc = self._frame_points(st, fr)
+            x = xc + st.trans[fr][:, None]
+            acc = torch.zeros(3, n)  # S = sum_e v_e
+            sdv = torch.zeros(n)  # sum_e v_e . dY_e
+            for _, pred, wt, by_frame in views:
+                edges = by_frame[fr]
+                for s in range(0, len(edges), chunk):
+                    e = edges[s:s + chunk]
+                    pe = pred.index_select(0, e)
+                    r = torch.baddbmm(t_all[e][:, :, None], m_all[e], pe).neg_().add_(x)  # (c, 3, n)
+                    rn = _norm3(r).clamp_min_(_EPS_NORM)
+                    wgt = wt.index_select(0, e).div_(rn)  # w / ||r||
+                    v = wgt[:, None] * xc
+                    if beta > 0:  # v = w/||r|| (xc - beta (r^ . xc) r^)
+                        k = (r[:, 0] * xc[0]).addcmul_(r[:, 1], xc[1]).addcmul_(r[:, 2], xc[2])
+                        v.sub_(r.mul_((k.mul_(wgt).div_(rn * rn).mul_(beta))[:, None]))
+                    acc += v.sum(0)
+                    de = torch.baddbmm(dcam["e_trans"][e][:, :, None], dm[e], pe)
+                    sdv += (de.mul_(v)).sum((0, 1))
+            dx = (a_cam[fr] @ xc).add_(t_f[fr][:, None]).add_(b_rz[fr][:, None] * depth)
+            hf = (xc * acc).sum(0) / self.area
+            cf = ((dx * acc).sum(0) - sdv) / self.area
+            if use_flow:
+                deps, xce = self._frame_points(st, fr, eps_depth=1e-6)
+                dxe = (a_cam[fr] @ xce).add_(t_f[fr][:, None]).add_(b_rz[fr][:, None] * deps)
+                both = torch.cat([xce, dxe])  # (6, n)
+                for src, dst, obs, fac, by_frame in flows:
+                    edges = by_frame[fr]
+                    for s in range(0, len(edges), chunk):
+                        e = edges[s:s + chunk]
+                        c = len(e)
+                        ds = dst[e]
+                        rdt = rot[ds].transpose(1, 2)  # (c, 3, 3) dst world -> camera
+                        om = _skew((rdt @ w_f[ds][:, :, None])[..., 0])  # skew(R_d^T w_d)
+                        # pc = R_d^T xce + R_d^T (t_s - t_d); its change
+                        # dpc = R_d^T (dX_s - tau_d) - (R_d^T w_d) x pc, as one (c 6, 6) @ (6, n) product
+                        off = (rdt @ (st.trans[fr] - st.trans[ds])[:, :, None])  # (c, 3, 1)
+                        mat = torch.zeros(c, 6, 6)
+                        mat[:, :3, :3] = rdt
+                        mat[:, 3:, :3] = -om @ rdt
+                        mat[:, 3:, 3:] = rdt
+                        boff = torch.cat([off, -(rdt @ t_f[ds][:, :, None]) - om @ off], 1)  # (c, 6, 1)
+                        out = (mat.reshape(c * 6, 6) @ both).reshape(c, 6, n).add_(boff)
+                        pc, dpc = out[:, :3], out[:, 3:]
+                        jdp = pc - off  # d pc / d logd
+                        z = pc[:, 2]
+                        inv = fpx[ds][:, None] / z
+                        qx, qy = pc[:, 0] / z, pc[:, 1] / z
+                        q0 = torch.stack([qx, qy], 1) * fpx[ds][:, None, None]
+                        _, wgt = self._flow_weights(q0, st.pp[ds], self.grid, obs.index_select(0, e), self.p.static[fr][None])
+                        jd = torch.stack([inv * (jdp[:, 0] - qx * jdp[:, 2]), inv * (jdp[:, 1] - qy * jdp[:, 2])], 1)
+                        dq = torch.stack([inv * (dpc[:, 0] - qx * dpc[:, 2]), inv * (dpc[:, 1] - qy * dpc[:, 2])], 1)
+                        dq.add_(dlf[ds][:, None, None] * q0)
+                        wj = wgt.mul_(jd).mul_(fac)
+                        hf += (wj * jd).sum((0, 1))
+                        cf += (wj.mul_(dq)).sum((0, 1))
+            h[fr] = hf
+            cdc[fr] = cf
 
         def work(f0: int, f1: int) -> None:
-            """Terms whose depths belong to frames [f0, f1) (disjoint rows of the accumulators)."""
-            for fidx, pred, wt in views:
-                edges = torch.nonzero((fidx >= f0) & (fidx < f1))[:, 0]
-                for s in range(0, len(edges), chunk):
-                    e = edges[s:s + chunk]
-                    fr = fidx[e]
-                    pe = pred.index_select(0, e)
-                    r = x.index_select(0, fr)
-                    r.sub_(torch.baddbmm(t_all[e][:, :, None], m_all[e], pe))
-                    rn = _norm3(r).clamp_min_(_EPS_NORM)
-                    wgt = wt.index_select(0, e).div_(rn)
-                    de = torch.baddbmm(dcam["e_trans"][e][:, :, None], dm[e], pe)
-                    wsum.index_add_(0, fr, wgt)
-                    if beta > 0:
-                        r.div_(rn[:, None])  # r^
-                        ws = wgt * (r * xc.index_select(0, fr)).sum(1)  # w (r^ . J_d)
-                        ws2.index_add_(0, fr, ws * (r * xc.index_select(0, fr)).sum(1))
-                        wsd.index_add_(0, fr, ws * (r * de).sum(1))
-                        wsr.index_add_(0, fr, r.mul_(ws[:, None]))
-                    wde.index_add_(0, fr, de.mul_(wgt[:, None]))
-            if not use_flow:
-                return
-            for (src, dst, obs), fac in zip(self.flow_dirs, factors):
-                edges = torch.nonzero((src >= f0) & (src < f1))[:, 0]
-                for s in range(0, len(edges), chunk):
-                    e = edges[s:s + chunk]
-                    sr, ds = src[e], dst[e]
-                    rdt = rot[ds].transpose(1, 2)
-                    jdp = torch.bmm(rdt, xce.index_select(0, sr))  # d pc / d logd  (c, 3, n)
-                    pc = jdp + (rdt @ (st.trans[sr] - st.trans[ds])[:, :, None])
-                    z = pc[:, 2]
-                    inv = f[ds][:, None] / z
-                    qx, qy = pc[:, 0] / z, pc[:, 1] / z
-                    q0 = torch.stack([qx, qy], 1) * f[ds][:, None, None]
-                    _, wgt = self._flow_weights(q0, st.pp[ds], self.grid, obs.index_select(0, e), self.p.static[sr])
-                    # change of pc: R_d^T (dX_s - tau_d) - (R_d^T w_d) x pc
-                    dpc = torch.bmm(rdt, dxe.index_select(0, sr)).sub_(rdt @ t_f[ds][:, :, None])
-                    dpc.sub_(torch.bmm(_skew((rdt @ w_f[ds][:, :, None])[..., 0]), pc))
-                    jd = torch.stack([inv * (jdp[:, 0] - qx * jdp[:, 2]), inv * (jdp[:, 1] - qy * jdp[:, 2])], 1)
-                    dq = torch.stack([inv * (dpc[:, 0] - qx * dpc[:, 2]), inv * (dpc[:, 1] - qy * dpc[:, 2])], 1)
-                    dq.add_(dlf[ds][:, None, None] * q0)
-                    wj = wgt.mul_(jd).mul_(fac)
-                    h_flow.index_add_(0, sr, (wj * jd).sum(1))
-                    c_flow.index_add_(0, sr, (wj * dq).sum(1))
+            for fr in range(f0, f1):
+                frame(fr)
 
         parallel_ranges(nfr, work)
-        h = wsum * (xc * xc).sum(1)
-        cdc = wsum * (dx * xc).sum(1) - (wde * xc).sum(1)
-        if beta > 0:
-            h -= beta * ws2
-            cdc -= beta * ((wsr * dx).sum(1) - wsd)
-        h = h / self.area + h_flow
-        cdc = cdc / self.area + c_flow
         return h, cdc
 
 
@@ -884,11 +913,12 @@ class GaussNewtonSolver:
         act = self.active
         sa = s[act][:, act]
         sa = 0.5 * (sa + sa.t())
-        chol, info = torch.linalg.cholesky_ex(sa)
-        if int(info) != 0:
-            return None
-        x = torch.zeros(self.lay.K, dtype=torch.float64)
-        x[act] = torch.cholesky_solve(b[act][:, None], chol)[:, 0]
+        with _intra_op_threads(worker_count()):  # one large LAPACK call: worth its thread team
+            chol, info = torch.linalg.cholesky_ex(sa)
+            if int(info) != 0:
+                return None
+            x = torch.zeros(self.lay.K, dtype=torch.float64)
+            x[act] = torch.cholesky_solve(b[act][:, None], chol)[:, 0]
         dcam = self.lay.unpack(x, torch.zeros_like(st.logd))
         if self.fix_depth:
             return dcam
@@ -919,6 +949,19 @@ class GaussNewtonSolver:
 
     def run(self, log: Callable[[str], None] = lambda m: None,
             progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
+        """Iterate; returns the loss curve (rows of LOSS_NAMES).
+
+        Threads: torch's intra-op thread count (at the call) becomes the number of workers of the
+        full-resolution passes (fused kernels, depth step, camera system), which take ranges of edges
+        or frames from a queue with single-threaded ops, and every other op runs on one thread. With
+        intra-op threads, each small op was an OpenMP parallel region whose barrier waits for the
+        slowest thread: on a busy machine (where this process gets less than one core per thread)
+        that doubled the CPU time of the small-op parts and made 2 threads slower than 1.
+        """
+        with kernel_workers(worker_count()), _single_threaded_ops():
+            return self._run(log, progress)
+
+    def _run(self, log: Callable[[str], None], progress: Optional[Callable[[int], None]]) -> np.ndarray:
         cfg = self.cfg
         cap = cfg.gn_iterations
         flow_start = math.ceil(cfg.flow_loss_start * cap) if self.use_flow else 0

@@ -15,6 +15,7 @@ Shapes: F frames, P directed edges, N = H*W pixels per frame. Points and poses a
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -30,6 +31,27 @@ def _single_threaded_ops() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+#: worker threads of the fused kernels when set (kernel_workers); None: torch.get_num_threads()
+_WORKERS: contextvars.ContextVar[Optional[int]] = contextvars.ContextVar("monst3r_ga_kernel_workers", default=None)
+
+
+def worker_count() -> int:
+    """Worker threads the fused kernels split their edges over."""
+    n = _WORKERS.get()
+    return max(1, n if n is not None else torch.get_num_threads())
+
+
+@contextlib.contextmanager
+def kernel_workers(n: int) -> Iterator[None]:
+    """Fused kernels use ``n`` workers whatever torch's intra-op thread count is, so a caller can run
+    its own ops single-threaded (no OpenMP barriers between small ops) and still split the kernels."""
+    token = _WORKERS.set(n)
+    try:
+        yield
+    finally:
+        _WORKERS.reset(token)
 
 
 def _edge_ranges(n_edges: int, chunk: int, workers: int) -> list[tuple[int, int]]:
@@ -49,7 +71,7 @@ def _map_edge_ranges(n_edges: int, chunk: int, work: Callable[[int, int], Sequen
     range of chunks, with single-threaded ops, keeps every core busy. Results come back in range
     order, so sums over them are deterministic for a given thread count.
     """
-    threads = torch.get_num_threads()
+    threads = worker_count()
     ranges = _edge_ranges(n_edges, chunk, threads if device.type == "cpu" else 1)
     if len(ranges) == 1:
         return [work(*ranges[0])]

@@ -99,6 +99,36 @@ def test_dis_flow_robust_vs_official(scene, setup):
     assert s_off >= 0.7 and s_rob >= 0.6
 
 
+def test_temporal_fill_through_the_stage_restores_a_lost_frame(scene, setup, monkeypatch):
+    # GT flow, GT cameras: every frame has its evidence, so carrying masks along the flow changes
+    # (almost) nothing. Then one frame's score is weakened by hand (a subject that slows down or is
+    # occluded): its mask is lost without the fill and comes back with it.
+    from monst3r_fw_reference.mask import flow_static
+
+    frames, cams, gt_flow, _ = setup
+    inputs = MaskInputs(frames=frames, flow=gt_flow, cameras=cams)
+    kw = dict(pose_source="solver", **ROBUST, threshold=0.5)
+    truth = scene.dynamic_mask
+
+    def masks(**extra):
+        return np.asarray(FlowStaticMask(FlowStaticConfig(**kw, **extra)).run(inputs, RunContext()).dynamic)
+
+    plain, filled = masks(), masks(fill_threshold=0.3)
+    assert (filled >= plain).all() and iou(filled, truth) >= iou(plain, truth) - 0.005
+    assert iou(plain, truth) >= 0.7
+    real, k = flow_static.flow_residual_maps, 4
+
+    def weakened(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out[k] = np.minimum(out[k], 0.45)  # the subject's score falls under the threshold, stays above 0.3
+        return out
+
+    monkeypatch.setattr(flow_static, "flow_residual_maps", weakened)
+    lost, back = masks(), masks(fill_threshold=0.3)
+    assert not lost[k].any()
+    assert iou(back[k], truth[k]) >= 0.8 * iou(plain[k], truth[k]) and iou(back[k], truth[k]) >= 0.5
+
+
 def test_normalise_valid_ignores_invalid_pixels():
     torch.manual_seed(0)
     err = torch.rand(3, 8, 10) * 4.0
@@ -120,3 +150,4 @@ def test_defaults_are_official():
     cfg = FlowStaticConfig()
     assert (cfg.pose_source, cfg.valid_pixels, cfg.normalisation, cfg.morph_radius, cfg.threshold) == (
         "pair", "all", "minmax", 0, 0.35)
+    assert cfg.fill_threshold is None and cfg.colour_refine == "off" and cfg.temporal_radius == 0

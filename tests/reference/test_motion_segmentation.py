@@ -8,6 +8,7 @@ import pytest
 
 from monst3r_fw_reference.motion_segmentation import (
     camera_flow_homography, colour_prune, mask_confidence, mask_notices, remove_small_components, temporal_average,
+    temporal_fill,
 )
 
 H, W = 72, 128
@@ -122,3 +123,50 @@ def test_colour_prune_anchors_only_the_strongest_motion_with_a_core_quantile():
     assert (plain & wake).sum() > 0.3 * wake.sum()  # the anchored middle of the wake stays
     assert (ranked & wake).sum() < 0.1 * wake.sum()
     assert (ranked & subject).sum() >= 0.97 * subject.sum()
+
+
+def _moving_square(n: int, step: int = 4):
+    """(n, H, W) bool: a 12x12 square moving ``step`` px right per frame, and the flow t -> u."""
+    truth = np.zeros((n, H, W), bool)
+    for t in range(n):
+        truth[t, 30:42, 10 + step * t:22 + step * t] = True
+
+    def flow_to(t, u):  # the square's motion everywhere (the background score is what matters, not its flow)
+        f = np.zeros((H, W, 2), np.float32)
+        f[..., 0] = step * (u - t)
+        return f
+
+    return truth, flow_to
+
+
+def test_temporal_fill_carries_the_mask_into_frames_whose_evidence_weakened():
+    n = 6
+    truth, flow_to = _moving_square(n)
+    score = np.full((n, H, W), 0.1, np.float32)
+    score[truth] = 0.8
+    score[2][truth[2]] = score[3][truth[3]] = 0.4       # the subject slows / is occluded: under 0.5
+    score[5][truth[5]] = 0.15                           # it stops: no evidence to carry into
+    score[:, 5:15, 90:110] = 0.4                        # a weak distractor far from the subject
+    masks = score > 0.5
+    assert not masks[2].any() and not masks[3].any()
+    temporal_fill(masks, lambda t: score[t], flow_to, 0.3, reach_px=2)
+    for t in (2, 3):  # filled exactly with the subject (its weak pixels near the carried mask)
+        assert (masks[t] == truth[t]).all()
+    assert not masks[:, 5:15, 90:110].any()             # the distractor is not near any carried mask
+    assert not masks[5].any()                           # the subject stopped: nothing above the low score
+    assert (masks[[0, 1, 4]] == truth[[0, 1, 4]]).all()  # frames that agree with their neighbours unchanged
+
+
+def test_temporal_fill_leaves_frames_alone_that_keep_most_of_the_carried_mask():
+    n = 4
+    truth, flow_to = _moving_square(n)
+    score = np.where(truth, 0.8, 0.1).astype(np.float32)
+    score[:, 20:50, 5:60] = np.maximum(score[:, 20:50, 5:60], 0.4)  # a weak halo around the subject
+    masks = score > 0.5
+    before = masks.copy()
+    temporal_fill(masks, lambda t: score[t], flow_to, 0.3, reach_px=2)
+    assert (masks == before).all()                      # the halo does not grow the masks
+    masks[2] = False                                    # a frame without a mask ...
+    temporal_fill(masks, lambda t: score[t], flow_to, 0.3, reach_px=2)
+    # ... gets the carried square plus only the halo within reach of it
+    assert masks[2][truth[2]].all() and masks[2].sum() <= (truth[2].sum() ** 0.5 + 4) ** 2

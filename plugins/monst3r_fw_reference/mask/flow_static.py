@@ -36,6 +36,8 @@ Robust options (not official; the defaults reproduce the official behaviour):
   pair's valid pixels (a robust scale of the static background's residual) instead of min-max;
   0.5 means a residual ``median_scale`` times the typical one.
 * ``morph_radius``: binary opening then closing of the final mask with a square of side ``2r+1``.
+* ``fill_threshold``: masks carried along the flow into frames that lost most of them, gaining the
+  nearby pixels scoring over ``fill_threshold`` (:func:`~monst3r_fw_reference.motion_segmentation.temporal_fill`).
 * ``colour_refine: grabcut``: each frame's mask pruned to GrabCut's foreground
   (:func:`~monst3r_fw_reference.motion_segmentation.colour_prune`).
 """
@@ -58,7 +60,7 @@ from monst3r_framework.stages import (
 
 from ..motion_segmentation import (
     camera_flow_homography, colour_prune, mask_confidence_from_stats, mask_frame_stats, mask_notices_from_area,
-    remove_small_components, temporal_average_frame,
+    remove_small_components, temporal_average_frame, temporal_fill,
 )
 from ..pose import pnp_world_from_cam, principal_point
 
@@ -119,6 +121,14 @@ class FlowStaticConfig(StageConfig):
                                  "frames within this radius, warped by the flow; 0 = off (official).")
     min_component: float = Field(0.0, ge=0, le=0.5, description="Drop connected mask components smaller than this "
                                  "fraction of the frame; 0 = keep all (official).")
+    fill_threshold: Optional[float] = Field(None, gt=0, le=1, description="Carry each mask along the flow into the "
+                                            "next / previous frame where that frame's own mask holds under "
+                                            "fill_min_kept of it, adding the pixels near the carried mask whose "
+                                            "score exceeds this (below threshold); null = off (official).")
+    fill_min_kept: float = Field(0.5, gt=0, le=1, description="fill_threshold: a frame is filled when its own mask "
+                                 "holds less than this fraction of the neighbour's carried mask.")
+    fill_reach: float = Field(0.01, ge=0, le=0.2, description="fill_threshold: how far around the carried mask pixels "
+                              "may join, as a fraction of the long image edge.")
     colour_refine: Literal["off", "grabcut"] = Field(
         "off", description="'grabcut': prune each frame's mask to what GrabCut's colour models, started from the mask, "
         "call foreground (drops shadows, wakes, ground and flow halo coloured like the surroundings; never adds "
@@ -372,13 +382,7 @@ def flow_residual_maps(
         if pool is not None:
             pool.shutdown()
     if cfg.temporal_radius > 0:
-        stored = np.asarray(flow.pairs, np.int64)
-
-        def flow_to(t: int, u: int) -> Optional[np.ndarray]:
-            if pair_rows(stored, np.array([[t, u]], np.int64))[0][0] < 0:
-                return None
-            return np.asarray(flow.gather(np.array([[t, u]], np.int64))[0], np.float32)
-
+        flow_to = _flow_lookup(flow)
         cache: dict[int, np.ndarray] = {}
 
         def err_of(u: int) -> np.ndarray:  # the 2r+1 raw maps around the current frame
@@ -391,6 +395,18 @@ def flow_residual_maps(
                 del cache[u]
             out[t] = temporal_average_frame(err_of, t, n, flow_to, cfg.temporal_radius)
     return out
+
+
+def _flow_lookup(flow: FlowField) -> Callable[[int, int], Optional[np.ndarray]]:
+    """(t, u) -> (H, W, 2) float32 flow t -> u from whichever direction is stored, or None."""
+    stored = np.asarray(flow.pairs, np.int64)
+
+    def flow_to(t: int, u: int) -> Optional[np.ndarray]:
+        if pair_rows(stored, np.array([[t, u]], np.int64))[0][0] < 0:
+            return None
+        return np.asarray(flow.gather(np.array([[t, u]], np.int64))[0], np.float32)
+
+    return flow_to
 
 
 def _accumulate(chunk: list[tuple[int, int]], views: list[tuple], flow: FlowField, cfg: FlowStaticConfig,
@@ -480,10 +496,19 @@ class FlowStaticMask(MaskBuilder):
                                  out=ctx.output("error", (n, h, w), np.float32))
         dynamic = ctx.output("dynamic", (n, h, w), bool)
         long_edge = max(h, w)
+        for f in range(n):  # one frame at a time: threshold and clean
+            dynamic[f] = remove_small_components(_clean((np.asarray(err[f]) > cfg.threshold)[None], cfg.morph_radius),
+                                                 cfg.min_component)[0]
+        filled = cfg.fill_threshold is not None and n > 1
+        if filled:
+            temporal_fill(dynamic, lambda f: np.asarray(err[f], np.float32), _flow_lookup(inputs.flow),
+                          cfg.fill_threshold, min_kept=cfg.fill_min_kept, reach_px=round(cfg.fill_reach * long_edge))
         stats = []
-        for f in range(n):  # one frame at a time: threshold, clean, colour refinement, statistics
+        for f in range(n):  # colour refinement and statistics frame by frame
             err_f = np.asarray(err[f], np.float32)
-            dyn_f = remove_small_components(_clean((err_f > cfg.threshold)[None], cfg.morph_radius), cfg.min_component)
+            dyn_f = np.asarray(dynamic[f], bool)[None]
+            if filled:
+                dyn_f = remove_small_components(dyn_f, cfg.min_component)
             if cfg.colour_refine == "grabcut":  # GrabCut works frame by frame: the same cut as on the whole video
                 dyn_f = remove_small_components(colour_prune(
                     np.asarray(inputs.frames.rgb[f])[None], dyn_f, ring_px=max(1, round(cfg.colour_ring * long_edge)),

@@ -67,6 +67,10 @@ class MonST3RGAConfig(StageConfig):
     gn_tolerance: float = Field(1e-4, ge=0, description="gauss_newton: stop when an iteration lowers the objective by "
                                 "less than this fraction.")
     gn_damping: float = Field(1e-4, gt=0, description="gauss_newton: initial Levenberg-Marquardt lambda (times diag H).")
+    gn_warmup: int = Field(
+        0, ge=0, le=100000, description="gauss_newton: Adam steps (constant lr, alignment and smoothness terms, no "
+        "flow) before the first Levenberg-Marquardt step, to leave a poor initialisation where the IRLS model is "
+        "far from the objective. 0: none.")
     gn_hessian_pixels: int = Field(1024, ge=0, description="gauss_newton: pixels per frame (a regular subset) on which "
                                    "the reduced camera system is accumulated; 0: all. Gradient and depth steps use all.")
     gn_norm_curvature: float = Field(

@@ -1043,6 +1043,27 @@ def optimise_gn(problem: AlignProblem, cfg: MonST3RGAConfig, params: Optional[Sc
     """Gauss-Newton/LM counterpart of :func:`.optimize.optimise` (same inputs and outputs)."""
     if params is None:
         params = build_params(problem, cfg)
+    if cfg.gn_warmup > 0:
+        _adam_warmup(problem, cfg, params, log)
     solver = GaussNewtonSolver(problem, cfg, params)
     history = solver.run(log, progress)
     return params, history
+
+
+def _adam_warmup(problem: AlignProblem, cfg: MonST3RGAConfig, params: SceneParams,
+                 log: Callable[[str], None]) -> None:
+    """``gn_warmup`` Adam steps at the constant rate ``lr`` on the objective without its flow term."""
+    objective = Objective(problem, params, cfg, cfg.gn_iterations)
+    trainable = [t for t in params.parameters() if t.requires_grad]
+    if not trainable:
+        return
+    opt = torch.optim.Adam(trainable, lr=cfg.lr, betas=(0.9, 0.9))
+    first = last = math.nan
+    for it in range(cfg.gn_warmup):
+        opt.zero_grad(set_to_none=True)
+        loss, values = objective(-1)  # before flow_start: no flow term
+        loss.backward()
+        opt.step()
+        first = values[0] if it == 0 else first
+        last = values[0]
+    log(f"monst3r_ga gauss_newton: {cfg.gn_warmup} Adam warm-up steps, objective {first:.6g} -> {last:.6g}")

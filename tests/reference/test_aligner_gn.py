@@ -222,3 +222,24 @@ def test_gauss_newton_removes_an_initial_spike(spiky):
         assert any("20 Adam warm-up steps" in m for m in logs) == (warmup > 0)
         final[warmup] = float(rec.loss_history[-1, 0])
     assert abs(final[0] - final[20]) <= 1e-3 * final[0]
+
+
+def test_depths_stay_within_the_bound_of_their_frame(small):
+    """gn_max_depth_ratio: a trial point's depths are clamped to median * / ratio of their frame."""
+    from monst3r_fw_reference.aligner.gauss_newton import bound_depths
+
+    cfg = MonST3RGAConfig(solver="gauss_newton")
+    prob = _problem(small)
+    solver = GaussNewtonSolver(prob, cfg, build_params(prob, cfg))
+    st = solver.state
+    st.logd[2, :5] += 30.0  # e^30 x: what LM reaches for a pixel whose optimum is at infinity
+    st.logd[3, :5] -= 30.0
+    med = st.logd.median(dim=1).values
+    out = bound_depths(st, cfg.gn_max_depth_ratio)
+    assert cfg.gn_max_depth_ratio == 100.0
+    np.testing.assert_allclose((out.logd[2, :5] - med[2]).numpy(), np.log(100.0), rtol=1e-5)
+    np.testing.assert_allclose((out.logd[3, :5] - med[3]).numpy(), -np.log(100.0), rtol=1e-5)
+    assert float((out.logd - med[:, None]).abs().max()) <= np.log(100.0) + 1e-5
+    st.logd[2, :5] += 30.0
+    before = st.logd.clone()
+    assert torch.equal(bound_depths(st, 0.0).logd, before)  # 0: no bound

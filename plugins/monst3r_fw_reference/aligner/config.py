@@ -71,6 +71,12 @@ class MonST3RGAConfig(StageConfig):
         0, ge=0, le=100000, description="gauss_newton: Adam steps (constant lr, alignment and smoothness terms, no "
         "flow) before the first Levenberg-Marquardt step, to leave a poor initialisation where the IRLS model is "
         "far from the objective. 0: none.")
+    gn_max_depth_ratio: float = Field(
+        100.0, ge=0, description="gauss_newton: keep every depth within [median / r, median * r] of its frame (a box "
+        "constraint applied to each trial point; the objective is unchanged inside). A pixel that only the flow term "
+        "constrains (confidence 1, i.e. alignment weight 0) and whose flow fits rotation alone better than any parallax "
+        "has its optimum at infinite depth, which LM reaches (DAVIS car-shadow: 6.7e12 x the median) and Adam's "
+        "bounded steps do not. 100: the bound of flow_triangulation's max_depth_ratio. 0: no bound.")
     gn_hessian_pixels: int = Field(1024, ge=0, description="gauss_newton: pixels per frame (a regular subset) on which "
                                    "the reduced camera system is accumulated; 0: all. Gradient and depth steps use all.")
     gn_norm_curvature: float = Field(

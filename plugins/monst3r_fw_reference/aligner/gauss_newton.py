@@ -817,6 +817,16 @@ def smoothness_hessian(st: GNState, cfg: MonST3RGAConfig) -> Optional[torch.Tens
 # ------------------------------------------------------------------------------------------
 
 
+def bound_depths(st: GNState, ratio: float) -> GNState:
+    """``st`` with every log-depth clamped to its frame's median +- log(ratio) (``gn_max_depth_ratio``; 0: as is)."""
+    if ratio <= 0:
+        return st
+    med = st.logd.median(dim=1, keepdim=True).values
+    width = math.log(max(ratio, 1.0))
+    st.logd = torch.maximum(torch.minimum(st.logd, med + width), med - width)
+    return st
+
+
 class GaussNewtonSolver:
     """Levenberg-Marquardt over the IRLS model with the depths Schur-eliminated (see module doc)."""
 
@@ -996,7 +1006,7 @@ class GaussNewtonSolver:
                 if step is None:
                     lam *= 10.0
                     continue
-                trial = self._tangent(st, step).retract()
+                trial = bound_depths(self._tangent(st, step).retract(), cfg.gn_max_depth_ratio)
                 try:
                     f_new, v_new, c_new, g_new = self.evaluate(trial, phase_it, grad=True)
                 except StageError:  # a non-finite objective at the trial point: reject the step

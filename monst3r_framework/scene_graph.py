@@ -144,11 +144,45 @@ def make_pairs(n_frames: int, scene_graph: str, symmetrize: bool = True) -> np.n
     return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
 
 
+class PairIndex:
+    """A pair list sorted once, to look up many query pairs in it (see :func:`pair_rows`).
+
+    Build one per stage (or per record) and call :meth:`rows` as often as needed: each call costs
+    a binary search per query pair, not a sort of the stored list.
+    """
+
+    __slots__ = ("_base", "_order", "_ordered", "n_pairs")
+
+    def __init__(self, stored: np.ndarray) -> None:
+        stored = np.asarray(stored, np.int64).reshape(-1, 2)
+        self.n_pairs = len(stored)
+        self._base = int(stored.max()) + 1 if len(stored) else 1
+        codes = stored[:, 0] * self._base + stored[:, 1]
+        self._order = np.argsort(codes, kind="stable")
+        self._ordered = codes[self._order]
+
+    def _find(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if self.n_pairs == 0:
+            return np.full(len(a), -1, np.int64)
+        inside = (a >= 0) & (a < self._base) & (b >= 0) & (b < self._base)  # else stored nowhere
+        keys = np.where(inside, a * self._base + b, -1)
+        pos = np.minimum(np.searchsorted(self._ordered, keys, side="left"), self.n_pairs - 1)
+        return np.where(inside & (self._ordered[pos] == keys), self._order[pos], -1)
+
+    def rows(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, forward)`` of :func:`pair_rows` for (Q, 2) directed query pairs."""
+        query = np.asarray(query, np.int64).reshape(-1, 2)
+        fwd = self._find(query[:, 0], query[:, 1])
+        bwd = self._find(query[:, 1], query[:, 0])
+        return np.where(fwd >= 0, fwd, bwd).astype(np.int64), fwd >= 0
+
+
 def pair_rows(stored: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where each directed query pair is in a pair list, read as stored or reversed.
 
     The one lookup behind every "which row holds the flow / prediction of (i, j)" question: a
-    record stores each pair once (flow: unique edges, read backwards through ``flow_ji``).
+    record stores each pair once (flow: unique edges, read backwards through ``flow_ji``). Many
+    lookups in one list: build a :class:`PairIndex` once.
 
     Args:
         stored: (P, 2) int frame pairs, e.g. ``FlowField.pairs``.
@@ -158,22 +192,4 @@ def pair_rows(stored: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.nda
         such row when a pair is stored twice); forward (Q,) bool, True where the row holds (i, j)
         as is.
     """
-    stored = np.asarray(stored, np.int64).reshape(-1, 2)
-    query = np.asarray(query, np.int64).reshape(-1, 2)
-    if len(stored) == 0 or len(query) == 0:
-        return np.full(len(query), -1, np.int64), np.zeros(len(query), bool)
-    base = int(max(stored.max(), query.max())) + 1
-    codes = stored[:, 0] * base + stored[:, 1]
-    order = np.argsort(codes, kind="stable")
-    ordered = codes[order]
-
-    def find(keys: np.ndarray) -> np.ndarray:
-        pos = np.minimum(np.searchsorted(ordered, keys, side="left"), len(ordered) - 1)
-        return np.where(ordered[pos] == keys, order[pos], -1)
-
-    fwd = find(query[:, 0] * base + query[:, 1])
-    bwd = find(query[:, 1] * base + query[:, 0])
-    return np.where(fwd >= 0, fwd, bwd).astype(np.int64), fwd >= 0
-
-
-__all__ = ["VALID_FORMS", "SceneGraphSpec", "make_pairs", "pair_rows", "parse_scene_graph"]
+    return PairIndex(stored).rows(query)

@@ -32,6 +32,32 @@ from pydantic import BaseModel, ConfigDict
 
 ArrayLike = Any  # numpy.ndarray or zarr.Array; both support shape, dtype, ndim and slicing.
 
+
+def read_rows(array: ArrayLike, rows: Any) -> np.ndarray:
+    """Rows ``rows`` of a numpy or stored array (any order, repeats allowed) as one numpy array.
+
+    A stored array is read one slice per run of consecutive rows, so a chunk of neighbouring pairs
+    or frames costs one store round trip, not one per row.
+
+    Args:
+        array: (N, ...) numpy, ``LazyArray``, ``OutputArray`` or Zarr array.
+        rows: (Q,) int row indices (negative counts from the end).
+    Returns:
+        (Q, ...) numpy array in the array's read dtype.
+    """
+    idx = np.asarray(rows, np.int64).reshape(-1)
+    if isinstance(array, np.ndarray):
+        return array[idx]
+    n = len(array)
+    idx = np.where(idx < 0, idx + n, idx)
+    if len(idx) == 0:
+        return np.zeros((0,) + tuple(array.shape[1:]), np.dtype(array.dtype))
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
+    parts = [np.asarray(array[int(run[0]):int(run[-1]) + 1]) for run in np.split(uniq, breaks)]
+    return np.concatenate(parts, axis=0)[inverse.reshape(-1)]
+
+
 StageKind = Literal[
     "flow_estimator", "pair_predictor", "pose_solver", "mask_builder", "global_aligner", "exporter"
 ]
@@ -157,25 +183,59 @@ class FlowField(Record):
     def gather(self, pairs: np.ndarray, field_name: str = "flow") -> np.ndarray:
         """Flow (or uncertainty) for arbitrary directed pairs, taken from whichever direction is stored.
 
+        One-off lookups; a stage that gathers repeatedly builds one :meth:`reader` (this reads and
+        sorts the stored pair list on every call).
+
         Args:
             pairs: (Q, 2) int directed pairs (i, j); each must be stored as (i, j) or (j, i).
             field_name: "flow" -> (Q, H, W, 2) float32, "uncertainty" -> (Q, H, W) float32.
         Raises:
             KeyError: naming the first pair that is not stored in either direction.
         """
-        from .scene_graph import pair_rows
+        return self.reader().gather(pairs, field_name)
 
-        fwd = self.flow_ij if field_name == "flow" else self.uncertainty_ij
-        bwd = self.flow_ji if field_name == "flow" else self.uncertainty_ji
+    def reader(self) -> "FlowReader":
+        """A :class:`FlowReader` over this field (the stored pair list read and indexed once)."""
+        return FlowReader(self)
+
+
+class FlowReader:
+    """Gathers rows of a :class:`FlowField` for directed pairs, many times over.
+
+    The stored pair list is read and indexed once; each :meth:`gather` reads its rows as one store
+    slice per run of consecutive rows in each direction (:func:`read_rows`).
+    """
+
+    __slots__ = ("field", "index")
+
+    def __init__(self, flow: FlowField) -> None:
+        from .scene_graph import PairIndex
+
+        self.field = flow
+        self.index = PairIndex(np.asarray(flow.pairs, np.int64))
+
+    def has(self, pairs: np.ndarray) -> np.ndarray:
+        """(Q,) bool: which directed pairs (Q, 2) have flow in either direction."""
+        return self.index.rows(pairs)[0] >= 0
+
+    def gather(self, pairs: np.ndarray, field_name: str = "flow") -> np.ndarray:
+        """As :meth:`FlowField.gather`: (Q, H, W, 2) flow or (Q, H, W) uncertainty, float32."""
+        f = self.field
+        fwd = f.flow_ij if field_name == "flow" else f.uncertainty_ij
+        bwd = f.flow_ji if field_name == "flow" else f.uncertainty_ji
         if fwd is None or bwd is None:
             raise KeyError(f"flow field has no {field_name} arrays")
         query = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        rows, forward = pair_rows(self.pairs, query)
+        rows, forward = self.index.rows(query)
         if (rows < 0).any():
             i, j = query[int(np.argmax(rows < 0))]
             raise KeyError(f"pair ({int(i)}, {int(j)}) has no flow in either direction")
-        out = [np.asarray((fwd if f else bwd)[int(k)]) for k, f in zip(rows, forward)]
-        return np.stack(out) if out else np.zeros((0,) + tuple(fwd.shape[1:]), np.float32)
+        out = np.empty((len(query),) + tuple(fwd.shape[1:]), np.float32)
+        if forward.any():
+            out[forward] = read_rows(fwd, rows[forward])
+        if (~forward).any():
+            out[~forward] = read_rows(bwd, rows[~forward])
+        return out
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -34,7 +34,7 @@ from typing import Any, Iterator, Optional, TypeVar, Union
 import numpy as np
 
 from .errors import StageError, StoreError
-from .stages import Record, Stage, StageConfig
+from .stages import Record, Stage, StageConfig, read_rows
 
 SCHEMA = 1
 R = TypeVar("R", bound=Record)
@@ -601,24 +601,10 @@ class LazyArray:
                 idx = np.asarray(first)
                 if idx.dtype == bool:
                     idx = np.nonzero(idx)[0]
-                rows = self._rows(idx.astype(np.int64)) if len(idx) else np.zeros((0,) + self.shape[1:], self.dtype)
+                rows = read_rows(self, idx)  # one store round trip per run of consecutive rows
                 return rows[(slice(None),) + rest] if rest else rows
             return np.asarray(self)[key]
         return self._read(key)
-
-    def _rows(self, idx: np.ndarray) -> np.ndarray:
-        """Rows ``idx`` (any order, repeats allowed), each run of consecutive rows read as one slice:
-        one store round trip per run instead of per row."""
-        idx = np.where(idx < 0, idx + len(self), idx)
-        order = np.argsort(idx, kind="stable")
-        srt = idx[order]
-        uniq, inverse = np.unique(srt, return_inverse=True)
-        breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
-        parts = [self._read(slice(int(run[0]), int(run[-1]) + 1)) for run in np.split(uniq, breaks)]
-        rows = np.concatenate(parts, axis=0)[inverse]
-        out = np.empty_like(rows)
-        out[order] = rows
-        return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self._read(...)

@@ -41,7 +41,9 @@ from pydantic import Field, field_validator
 
 from monst3r_framework.errors import InputError, StageError
 from monst3r_framework.fingerprint import InputFile
-from monst3r_framework.stages import CameraTrajectory, PairPredictions, PoseInputs, PoseSolver, RunContext, StageConfig
+from monst3r_framework.stages import (
+    CameraTrajectory, PairPredictions, PoseInputs, PoseSolver, RunContext, StageConfig, read_rows,
+)
 
 
 __all__ = [
@@ -593,7 +595,7 @@ class PnPMST(PoseSolver):
 
         out = np.empty(len(edges), np.float64)
         for s in range(0, len(edges), chunk):
-            batch = torch.from_numpy(np.stack([np.asarray(pred.pts3d_i[k], np.float32) for k in edges[s:s + chunk]]))
+            batch = torch.from_numpy(read_rows(pred.pts3d_i, edges[s:s + chunk]).astype(np.float32, copy=False))
             pp_t = torch.tensor(pp, dtype=torch.float32).expand(len(batch), 2)
             out[s:s + chunk] = estimate_focal_knowing_depth(batch, pp_t, mode="weiszfeld").double().numpy()
         if not np.all(np.isfinite(out) & (out > 0)):

@@ -11,26 +11,15 @@ import numpy as np
 import torch
 
 from monst3r_framework.errors import StageError
-from monst3r_framework.scene_graph import pair_rows
-from monst3r_framework.stages import AlignerInputs
+from monst3r_framework.scene_graph import PairIndex
+from monst3r_framework.stages import AlignerInputs, read_rows
 
 from .optimize import AlignProblem
 
 
 def take_rows(array, rows: Sequence[int]) -> np.ndarray:
     """Rows ``rows`` (sorted or not) of a numpy or Zarr array, read as contiguous slices."""
-    rows = np.asarray(rows, dtype=np.int64)
-    if isinstance(array, np.ndarray):
-        return array[rows]
-    if len(rows) == 0:
-        return np.zeros((0,) + tuple(array.shape[1:]), dtype=array.dtype)
-    order = np.argsort(rows, kind="stable")
-    srt = rows[order]
-    breaks = np.flatnonzero(np.diff(srt) != 1) + 1
-    parts = [np.asarray(array[int(run[0]):int(run[-1]) + 1]) for run in np.split(srt, breaks)]
-    out = np.empty((len(rows),) + parts[0].shape[1:], dtype=parts[0].dtype)
-    out[order] = np.concatenate(parts, axis=0)
-    return out
+    return read_rows(array, rows)
 
 
 def is_symmetric(pairs: np.ndarray) -> bool:
@@ -44,9 +33,10 @@ class FlowLookup:
 
     def __init__(self, flow_pairs: np.ndarray) -> None:
         self.flow_pairs = np.asarray(flow_pairs, dtype=np.int64).reshape(-1, 2)
+        self.index = PairIndex(self.flow_pairs)  # sorted once, searched per window
 
     def rows(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows, fwd = pair_rows(self.flow_pairs, np.stack([np.asarray(src), np.asarray(dst)], -1))
+        rows, fwd = self.index.rows(np.stack([np.asarray(src), np.asarray(dst)], -1))
         if (rows < 0).any():
             n = int(np.argmax(rows < 0))
             raise StageError(

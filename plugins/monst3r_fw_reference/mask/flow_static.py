@@ -54,8 +54,8 @@ from pydantic import Field
 from monst3r_framework.errors import StageError
 from monst3r_framework.scene_graph import pair_rows
 from monst3r_framework.stages import (
-    CameraTrajectory, DynamicMasks, FlowField, FrameSet, MaskBuilder, MaskInputs, PairPredictions, RunContext,
-    StageConfig,
+    CameraTrajectory, DynamicMasks, FlowField, FlowReader, FrameSet, MaskBuilder, MaskInputs, PairPredictions,
+    RunContext, StageConfig, read_rows,
 )
 
 from ..motion_segmentation import (
@@ -314,8 +314,7 @@ def flow_residual_maps(
 
         def view(e: tuple[int, int]) -> tuple:
             a, b = e
-            return (c2w[a], c2w[b], np.asarray(cameras.depth[a], np.float64), np.asarray(cameras.depth[b], np.float64),
-                    kk[a], kk[b])
+            return c2w[a], c2w[b], depths[a], depths[b], kk[a], kk[b]
     else:
         if predictions is None:
             raise StageError("mask_builder flow_static: needs pair predictions (pose_source 'pair'); "
@@ -346,8 +345,9 @@ def flow_residual_maps(
             ka, kb = _intrinsics(np.array([fa]), pp)[0].numpy(), _intrinsics(np.array([fb]), pp)[0].numpy()
             return pa, pb, da, db, ka, kb
 
-    flow_rows, _ = pair_rows(flow.pairs, np.asarray(edges, np.int64).reshape(-1, 2))
-    missing = [e for e, r in zip(edges, flow_rows) if r < 0]
+    reader = flow.reader()  # the stored pair list read and indexed once, rows read per run
+    has_flow = reader.has(np.asarray(edges, np.int64).reshape(-1, 2))
+    missing = [e for e, ok in zip(edges, has_flow) if not ok]
     if missing:
         raise StageError(f"mask_builder flow_static: no flow for pairs {missing[:5]}; the flow estimator must run "
                          "on the same scene graph as the pair predictor")
@@ -364,13 +364,18 @@ def flow_residual_maps(
             evidence[f] = 0.0
     total: dict[int, np.ndarray] = {}
     count: dict[int, np.ndarray] = {}
+    depths: dict[int, np.ndarray] = {}  # pose_source solver: the depth maps of the current chunk's frames
     workers = cfg.num_workers or max(1, os.cpu_count() or 1)
     pool = ThreadPoolExecutor(workers) if view is not None and cfg.pose_source == "pair" and workers > 1 else None
     try:
         with ctx.progress(len(edges), "flow_static: flow residuals") as bar:
             for c, chunk in enumerate(chunks):
+                if cfg.pose_source == "solver":  # the chunk's frames in one read per run of frames
+                    touched = sorted({x for e in chunk for x in e})
+                    depths.clear()
+                    depths.update(zip(touched, read_rows(cameras.depth, touched).astype(np.float64)))
                 views = [] if view is None else list(pool.map(view, chunk) if pool is not None else map(view, chunk))
-                _accumulate(chunk, views, flow, cfg, ctx, total, count, (h, w))
+                _accumulate(chunk, views, reader, cfg, ctx, total, count, (h, w))
                 for f in sorted({x for e in chunk for x in e}):
                     if last_chunk[f] == c:  # its last edge is done: finish the frame
                         cnt = count.pop(f)
@@ -382,7 +387,7 @@ def flow_residual_maps(
         if pool is not None:
             pool.shutdown()
     if cfg.temporal_radius > 0:
-        flow_to = _flow_lookup(flow)
+        flow_to = _flow_lookup(reader)
         cache: dict[int, np.ndarray] = {}
 
         def err_of(u: int) -> np.ndarray:  # the 2r+1 raw maps around the current frame
@@ -397,19 +402,19 @@ def flow_residual_maps(
     return out
 
 
-def _flow_lookup(flow: FlowField) -> Callable[[int, int], Optional[np.ndarray]]:
-    """(t, u) -> (H, W, 2) float32 flow t -> u from whichever direction is stored, or None."""
-    stored = np.asarray(flow.pairs, np.int64)
+def _flow_lookup(flow: FlowField | FlowReader) -> Callable[[int, int], Optional[np.ndarray]]:
+    """(t, u) -> (H, W, 2) float32 flow t -> u from whichever direction is stored, or None (the stored
+    pair list read and indexed once: pass the stage's reader to share it)."""
+    reader = flow if isinstance(flow, FlowReader) else flow.reader()
 
     def flow_to(t: int, u: int) -> Optional[np.ndarray]:
-        if pair_rows(stored, np.array([[t, u]], np.int64))[0][0] < 0:
-            return None
-        return np.asarray(flow.gather(np.array([[t, u]], np.int64))[0], np.float32)
+        pair = np.array([[t, u]], np.int64)
+        return reader.gather(pair)[0] if reader.has(pair)[0] else None
 
     return flow_to
 
 
-def _accumulate(chunk: list[tuple[int, int]], views: list[tuple], flow: FlowField, cfg: FlowStaticConfig,
+def _accumulate(chunk: list[tuple[int, int]], views: list[tuple], flow: FlowReader, cfg: FlowStaticConfig,
                 ctx: RunContext, total: dict[int, np.ndarray], count: dict[int, np.ndarray],
                 size_hw: tuple[int, int]) -> None:
     """Add one chunk of edges' normalised residuals (and their weights) to the running per-frame sums."""
@@ -419,8 +424,8 @@ def _accumulate(chunk: list[tuple[int, int]], views: list[tuple], flow: FlowFiel
 
     h, w = size_hw
     robust = cfg.valid_pixels != "all" or cfg.normalisation != "minmax"
-    f_ab = torch.from_numpy(np.ascontiguousarray(flow.gather(np.array(chunk)), np.float32))
-    f_ba = torch.from_numpy(np.ascontiguousarray(flow.gather(np.array(chunk)[:, ::-1]), np.float32))
+    f_ab = torch.from_numpy(flow.gather(np.array(chunk)))
+    f_ba = torch.from_numpy(flow.gather(np.array(chunk)[:, ::-1]))
     if cfg.valid_pixels == "fb_consistent" or cfg.pose_source == "homography":
         valid_a = _valid_pixels(f_ab, f_ba, cfg.fb_threshold_px)
         valid_b = _valid_pixels(f_ba, f_ab, cfg.fb_threshold_px)

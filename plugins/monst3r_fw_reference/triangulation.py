@@ -231,10 +231,13 @@ class FlowTriangulation(PairPredictor):
         rays = np.concatenate([rays, np.ones((h, w, 1))], -1).astype(np.float64)  # (H, W, 3), z = 1
 
         n = len(pairs)
-        pts_i = np.empty((n, h, w, 3), np.float32)
-        pts_j = np.empty((n, h, w, 3), np.float32)
-        conf_i = np.empty((n, h, w), np.float32)
-        conf_j = np.empty((n, h, w), np.float32)
+        # written pair by pair into the store workspace under the runner (numpy otherwise): a long video's
+        # pointmaps are never all in memory
+        pts_i = ctx.output("pts3d_i", (n, h, w, 3), np.float32)
+        pts_j = ctx.output("pts3d_j", (n, h, w, 3), np.float32)
+        conf_i = ctx.output("conf_i", (n, h, w), np.float32)
+        conf_j = ctx.output("conf_j", (n, h, w), np.float32)
+        reader = inputs.flow.reader()  # the flow's pair list read and indexed once
 
         # One computation per undirected edge (a < b) serves (a, b) and (b, a).
         non_self = pairs[pairs[:, 0] != pairs[:, 1]]
@@ -251,8 +254,8 @@ class FlowTriangulation(PairPredictor):
 
         def load(batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
             try:
-                f_ab = torch.from_numpy(np.ascontiguousarray(inputs.flow.gather(batch), np.float32))
-                f_ba = torch.from_numpy(np.ascontiguousarray(inputs.flow.gather(batch[:, ::-1]), np.float32))
+                f_ab = torch.from_numpy(reader.gather(batch))
+                f_ba = torch.from_numpy(reader.gather(batch[:, ::-1]))
             except KeyError as exc:
                 raise StageError(f"pair_predictor flow_triangulation: {exc.args[0]}; the flow stage must cover "
                                  "every edge of the scene graph (run it on the same pairs)") from None

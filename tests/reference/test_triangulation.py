@@ -130,6 +130,21 @@ def test_reverse_pair_is_the_same_edge_reexpressed(predictions):
                                rtol=1e-4, atol=1e-4)
 
 
+def test_pointmaps_stream_into_the_store_workspace(scene, predictions, tmp_path):
+    """Under the runner the pointmaps and confidences are written pair by pair into the workspace
+    (``ctx.output``), never held for the whole video: the same values as in memory."""
+    from monst3r_framework.stages import PairPredictions
+    from monst3r_framework.store import RunStore
+
+    ws = RunStore(tmp_path / "ws.zarr", lock=False).begin("pair_predictor", "k", {}, record=PairPredictions)
+    edges = np.unique(np.sort(PAIRS, axis=1), axis=0)
+    streamed = FlowTriangulation(FlowTriangulationConfig()).run(
+        PairInputs(frames=scene.frameset(), pairs=PAIRS, flow=scene.flow_field(edges)), RunContext(workspace=ws))
+    for name in ("pts3d_i", "pts3d_j", "conf_i", "conf_j"):
+        assert type(getattr(streamed, name)).__name__ == "OutputArray", name
+        np.testing.assert_array_equal(np.asarray(getattr(streamed, name)), getattr(predictions, name), err_msg=name)
+
+
 def test_confidence_is_low_on_the_moving_object(scene, predictions):
     conf_i = np.asarray(predictions.conf_i)
     assert conf_i.min() >= 1.0 and conf_i.max() <= 10.0 + 1e-5

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from monst3r_framework.stages import ExportInputs, RunContext, StageConfig
 
-from monst3r_fw_reference.export._common import AtomicExporter, SceneArrays, dynamic_masks
+from monst3r_fw_reference.export._common import AtomicExporter, SceneArrays, dynamic_frames
 
 FIGURES = ("trajectory_top.png", "trajectory_side.png", "montage.png", "losses.png", "timings.png")
 
@@ -396,8 +396,10 @@ class ReportExporter(AtomicExporter):
     def write(self, inputs: ExportInputs, scene: SceneArrays, out: Path, ctx: RunContext) -> None:
         info = inputs.run_info or {}
         run_dir = Path(inputs.out_dir).parent
-        dyn, _ = dynamic_masks(inputs, scene, f"exporter {self.name}")
+        dynamic_frames(inputs, scene, f"exporter {self.name}")  # checks the masks' shape
         rec = inputs.reconstruction
+        # lazy: the montage reads its few sampled frames only (a long video's masks stay in the store)
+        dyn = inputs.masks.dynamic if inputs.masks is not None else rec.dynamic
         stages = [dict(s) for s in info.get("stages", [])] or \
             [{"label": k, "seconds": v, "cached": False} for k, v in (info.get("timings") or {}).items()]
         keys = info.get("keys") or {}

@@ -105,6 +105,37 @@ def test_monst3r_layout_files(tmp_path):
     assert gif.info.get("loop") == 0 and gif.info.get("duration") == 100
 
 
+def test_depth_gif_exact_jet_colours_written_frame_by_frame(tmp_path):
+    """The GIF holds exactly colourise_depth's colours, and each frame is on disk before the next one is
+    drawn from the iterator (nothing whole-video in memory: Image.save(save_all=True) writes at the end)."""
+    from monst3r_fw_reference.export.monst3r_layout import colourise_depth, write_depth_gif
+
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.5, 3.0, (6, 12, 16))
+    depth[0] = 1.0  # a frame with two colours only: the palette must not be fitted to frame 0
+    depth[0, :3] = 3.0
+    depth[2, 0, 0] = np.nan
+    path = tmp_path / "d.gif"
+    sizes = []
+
+    def frames():
+        for d in depth:
+            sizes.append(path.stat().st_size if path.exists() else 0)
+            yield d
+
+    write_depth_gif(path, frames(), 80, top=float(np.nanmax(depth)))
+    assert all(b > a for a, b in zip(sizes[1:], sizes[2:])), sizes  # grows with every frame drawn
+    gif = Image.open(path)
+    assert gif.n_frames == 6 and gif.info.get("loop") == 0 and gif.info.get("duration") == 80
+    want = colourise_depth(depth, float(np.nanmax(depth)))
+    for k in range(6):
+        gif.seek(k)
+        np.testing.assert_array_equal(np.asarray(gif.convert("RGB")), want[k], err_msg=f"frame {k}")
+    # colourise_depth is OpenCV's jet of the rounded 0..255 level
+    level = np.round(np.nan_to_num(depth[3]) / np.nanmax(depth) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(want[3], cv2.applyColorMap(level, cv2.COLORMAP_JET)[..., ::-1])
+
+
 def test_monst3r_layout_user_masks_dilate_5x5_and_raw_conf(tmp_path):
     out = tmp_path / "layout"
     inputs = make_inputs(out, mask_source="user", with_init=False)

@@ -18,7 +18,7 @@ from ._common import (
     CORNER_FROM_CENTRE,
     AtomicExporter,
     SceneArrays,
-    dynamic_masks,
+    dynamic_frames,
     gather_points,
     select_points,
     warp_to_original,
@@ -99,7 +99,7 @@ class ColmapExporter(AtomicExporter):
         shared = cfg.shared_camera == "auto" and np.allclose(params, params[:1], rtol=0, atol=1e-12)
         camera_of_frame = np.ones(scene.n_frames, np.int64) if shared else np.arange(1, scene.n_frames + 1)
 
-        dyn, _ = dynamic_masks(inputs, scene, where)
+        dyn, _ = dynamic_frames(inputs, scene, where)  # read per frame: nothing whole-video in memory
         idx = select_points(scene, min_conf=cfg.min_conf, static_only=not cfg.include_dynamic,
                             max_points=cfg.max_points, seed=ctx.seed, dynamic=dyn)
         xy = observations_original(scene, idx, net_from_orig)
@@ -133,7 +133,7 @@ class ColmapExporter(AtomicExporter):
         if cfg.write_images:
             (out / "images").mkdir()
             for i in range(scene.n_frames):
-                write_png(out / "images" / names[i], warp_to_original(scene.rgb[i], net_from_orig, (h0, w0)))
+                write_png(out / "images" / names[i], warp_to_original(scene.frame("rgb", i), net_from_orig, (h0, w0)))
 
 
 STAGES = (ColmapExporter,)

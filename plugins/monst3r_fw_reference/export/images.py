@@ -13,7 +13,7 @@ from pydantic import Field
 from monst3r_framework.errors import StageError
 from monst3r_framework.stages import ExportInputs, RunContext, StageConfig
 
-from ._common import AtomicExporter, SceneArrays, depth_to_u16, dynamic_masks, write_png
+from ._common import AtomicExporter, SceneArrays, depth_to_u16, dynamic_frames, write_png
 
 
 class DepthPng16Config(StageConfig):
@@ -33,14 +33,15 @@ class DepthPng16Exporter(AtomicExporter):
 
     def write(self, inputs: ExportInputs, scene: SceneArrays, out: Path, ctx: RunContext) -> None:
         cfg = self.config
-        dyn, _ = dynamic_masks(inputs, scene, f"exporter {self.name}")
+        dyn, _ = dynamic_frames(inputs, scene, f"exporter {self.name}")
         clipped = 0
-        for i in range(scene.n_frames):
-            valid = scene.conf[i] >= cfg.min_conf
+        for i in range(scene.n_frames):  # frame by frame: nothing whole-video in memory
+            depth = scene.frame("depth", i)
+            valid = scene.frame("conf", i) >= cfg.min_conf
             if cfg.drop_dynamic:
-                valid &= ~dyn[i]
-            clipped += int(np.count_nonzero(valid & (scene.depth[i] * cfg.scale > 65535.0)))
-            write_png(out / f"depth_{i:04d}.png", depth_to_u16(scene.depth[i], cfg.scale, valid))
+                valid &= ~dyn(i)
+            clipped += int(np.count_nonzero(valid & (depth * cfg.scale > 65535.0)))
+            write_png(out / f"depth_{i:04d}.png", depth_to_u16(depth, cfg.scale, valid))
         if clipped:
             ctx.log(f"{self.name}: {clipped} pixels deeper than {65535.0 / cfg.scale:g} written as 0; lower scale to keep them")
         meta = {"format": "16-bit grayscale PNG, one per frame: depth_XXXX.png", "depth": "value / scale",
@@ -70,15 +71,15 @@ class MaskPngExporter(AtomicExporter):
         cfg = self.config
         where = f"exporter {self.name}"
         if cfg.source == "reconstruction":
-            dyn, source = scene.dynamic, "reconstruction"
+            dyn, source = (lambda i: scene.frame("dynamic", i)), "reconstruction"
         else:
             if cfg.source == "masks" and inputs.masks is None:
                 raise StageError(f"{where}: source 'masks' but the run has no mask builder output; "
                                  "enable a mask_builder or set source: auto")
-            dyn, source = dynamic_masks(inputs, scene, where)
+            dyn, source = dynamic_frames(inputs, scene, where)
         kernel = np.ones((cfg.dilate, cfg.dilate), np.uint8) if cfg.dilate else None
-        for i in range(scene.n_frames):
-            m = dyn[i].astype(np.uint8)
+        for i in range(scene.n_frames):  # frame by frame
+            m = dyn(i).astype(np.uint8)
             if kernel is not None:
                 m = cv2.dilate(m, kernel, iterations=1)
             write_png(out / f"mask_{i:04d}.png", ((1 - m) if cfg.invert else m) * np.uint8(255))

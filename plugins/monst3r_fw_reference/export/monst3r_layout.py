@@ -5,6 +5,7 @@ differ). Layouts: docs/exporters.md.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Iterable, Literal, Optional
 
@@ -129,35 +130,60 @@ def _depth_top(depth: np.ndarray) -> float:
     return float(d.max()) if d.size else 0.0
 
 
+def _jet_indices(depth: np.ndarray, top: float) -> np.ndarray:
+    """Depth (any shape) -> uint8 indices into the jet colour map, 255 at ``top``; non-finite -> 0."""
+    d = np.nan_to_num(np.asarray(depth, np.float64), nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
+    scaled = np.round(d / top * 255.0) if top > 0 else np.zeros_like(d)
+    return scaled.astype(np.uint8)
+
+
+def _jet_palette() -> np.ndarray:
+    """(256, 3) uint8 RGB: OpenCV's COLORMAP_JET for each index."""
+    import cv2
+
+    return np.ascontiguousarray(cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1])
+
+
 def colourise_depth(depth: np.ndarray, top: Optional[float] = None) -> np.ndarray:
     """(F, H, W) depth -> (F, H, W, 3) uint8 RGB jet colour map, normalised by the sequence maximum
     (as the demo's gallery; ``top``: that maximum when colouring a part of the sequence); non-finite
     depth maps to the colour of 0."""
-    import cv2
-
-    d = np.nan_to_num(np.asarray(depth, np.float64), nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
     if top is None:
-        top = float(d.max()) if d.size else 0.0
-    scaled = np.round(d / top * 255.0) if top > 0 else np.zeros_like(d)
-    u8 = scaled.astype(np.uint8)
-    f, h, w = u8.shape
-    bgr = cv2.applyColorMap(u8.reshape(f * h, w), cv2.COLORMAP_JET).reshape(f, h, w, 3)
-    return np.ascontiguousarray(bgr[..., ::-1])
+        top = _depth_top(depth)
+    return _jet_palette()[_jet_indices(depth, top)]
 
 
 def write_depth_gif(path: Path, depth: Iterable[np.ndarray], frame_ms: int, top: Optional[float] = None) -> None:
     """Animated GIF (looping) of the colour-mapped depth maps ((H, W) each, or one (F, H, W) array);
-    ``top``: the sequence's maximum depth (given: frames are coloured one at a time as they come)."""
-    from PIL import Image
+    ``top``: the sequence's maximum depth (given: frames are coloured and written one at a time as
+    they come, so a long video's GIF never holds more than one frame).
+
+    Each frame is a palette image whose global palette is the jet colour map itself, so the GIF shows
+    exactly :func:`colourise_depth`'s colours with no quantisation. Written frame by frame with
+    Pillow's GIF frame encoder (``getheader`` / ``getdata``): ``Image.save(save_all=True)`` keeps
+    every frame in memory until the end.
+    """
+    from PIL import GifImagePlugin, Image
 
     if top is None:
         depth = np.asarray(depth)
         top = _depth_top(depth)
-    frames = (Image.fromarray(colourise_depth(np.asarray(d)[None], top)[0]) for d in depth)
+    palette = _jet_palette().tobytes()
+    frames = iter(depth)
     first = next(frames, None)
     if first is None:
         return
-    first.save(path, save_all=True, append_images=frames, duration=frame_ms, loop=0)
+    with open(path, "wb") as fp:
+        for k, d in enumerate(itertools.chain([first], frames)):
+            im = Image.fromarray(_jet_indices(d, top), "P")
+            im.putpalette(palette)
+            if k == 0:
+                header, _ = GifImagePlugin.getheader(im, info={"loop": 0, "duration": frame_ms})
+                fp.write(b"".join(header))
+            for chunk in GifImagePlugin.getdata(im, duration=frame_ms):
+                fp.write(chunk)
+            fp.flush()  # the frame is on disk before the next one is made
+        fp.write(b";")  # GIF trailer
 
 
 class TumConfig(StageConfig):

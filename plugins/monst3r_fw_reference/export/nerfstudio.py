@@ -18,7 +18,7 @@ from ._common import (
     AtomicExporter,
     SceneArrays,
     depth_to_u16,
-    dynamic_masks,
+    dynamic_frames,
     gl_from_cv,
     select_points,
     warp_to_original,
@@ -63,7 +63,7 @@ class NerfstudioExporter(AtomicExporter):
 
         cfg = self.config
         where = f"exporter {self.name}"
-        dyn, _ = dynamic_masks(inputs, scene, where)
+        dyn, _ = dynamic_frames(inputs, scene, where)  # read per frame: nothing whole-video in memory
         net_from_orig = np.asarray(inputs.frames.network_from_original, np.float64)
         if cfg.resolution == "original":
             h, w = (int(v) for v in inputs.frames.original_hw)
@@ -92,9 +92,9 @@ class NerfstudioExporter(AtomicExporter):
             frame: dict[str, Any] = {"file_path": f"images/frame_{i:05d}.png", **nerfstudio_intrinsics(ks[i]),
                                      "w": int(w), "h": int(h),
                                      "transform_matrix": transform[i].tolist()}
-            write_png(out / frame["file_path"], resample(scene.rgb[i], False))
+            write_png(out / frame["file_path"], resample(scene.frame("rgb", i), False))
             if cfg.masks:
-                ignore = dyn[i].astype(np.uint8)
+                ignore = dyn(i).astype(np.uint8)
                 if kernel is not None:
                     ignore = cv2.dilate(ignore, kernel, iterations=1)
                 frame["mask_path"] = f"masks/mask_{i:05d}.png"
@@ -102,7 +102,7 @@ class NerfstudioExporter(AtomicExporter):
             if cfg.depth:
                 frame["depth_file_path"] = f"depth/depth_{i:05d}.png"
                 write_png(out / frame["depth_file_path"], resample(depth_to_u16(
-                    scene.depth[i], cfg.depth_scale, scene.conf[i] >= cfg.min_conf), True))
+                    scene.frame("depth", i), cfg.depth_scale, scene.frame("conf", i) >= cfg.min_conf), True))
             meta["frames"].append(frame)
         if cfg.depth:
             # Not read by nerfstudio (it takes --depth-unit-scale-factor); recorded so nobody has to guess.

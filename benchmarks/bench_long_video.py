@@ -13,7 +13,8 @@ fresh store, so every figure belongs to that one run:
 * peak RSS of every stage: the kernel's high-water mark (``VmHWM``) read when the stage reports and
   then reset (``/proc/self/clear_refs``), so each stage's figure is its own peak, including what the
   runner does to commit its record (Linux only);
-* wall seconds of every stage (the runner's report);
+* wall seconds of every stage (the runner's report) and its CPU seconds (user + system of the process,
+  from the stage's start to its report, so worker threads count; a loaded machine stretches wall, not CPU);
 * bytes of every store group on disk, per frame;
 * ATE (% of the path length) against the synthetic ground truth, and the camera steps: the largest
   step over the median step, overall and at the aligner's window seams (when it ran windowed).
@@ -102,12 +103,18 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
     base = _hwm_kib()
     peaks: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    mark = [time.process_time()]  # CPU seconds of this process at the last stage boundary
 
     def log(msg: str) -> None:
+        if msg.endswith(": running"):
+            mark[0] = time.process_time()
         m = re.match(r"^(.*?): (computed|reusing|resumed) ", msg)
         if m:
             peaks[m.group(1)] = _hwm_kib() / 1024.0
             _reset_hwm()
+            cpu[m.group(1)] = time.process_time() - mark[0]
+            mark[0] = time.process_time()
 
     _reset_hwm()
     start = time.perf_counter()
@@ -127,7 +134,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "n_frames": result.frames.n_frames, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
         "import_rss_mb": base / 1024.0, "run_store_mib_per_frame": result.store_mib_per_frame,
         "seams": seams,
-        "stages": [{"label": r.label, "seconds": r.seconds, "cached": r.cached,
+        "stages": [{"label": r.label, "seconds": r.seconds, "cpu_s": cpu.get(r.label), "cached": r.cached,
                     "peak_rss_mb": peaks.get(r.label)} for r in result.reports],
         "store_bytes": sizes, "ate_percent_of_path": metrics.get("ate_percent_of_path"),
         "abs_rel": metrics.get("abs_rel"), "rpe_rot": metrics.get("rpe_rot"), **steps,
@@ -208,10 +215,12 @@ def main() -> None:
         print(f"\nN={n}: wall {res['wall_s']:.1f} s, CPU {res['cpu_s']:.1f} s, ATE {res['ate_percent_of_path']:.2f}% of path, "
               f"max step/median {res['max_step_ratio']:.2f}, seam max/median {res['seam_max_ratio']:.2f}, "
               f"store {store_total / n / 2**20:.2f} MiB/frame, load {res['load_after']:.2f}", flush=True)
-        print(f"  {'stage':38s} {'s':>8s} {'s/frame':>8s} {'peak MiB':>9s}")
+        print(f"  {'stage':38s} {'wall s':>8s} {'s/frame':>8s} {'CPU s':>8s} {'CPU/frame':>9s} {'peak MiB':>9s}")
         for st in res["stages"]:
             peak = "-" if st["peak_rss_mb"] is None else f"{st['peak_rss_mb']:.0f}"
-            print(f"  {st['label']:38s} {st['seconds']:8.1f} {st['seconds'] / n:8.3f} {peak:>9s}")
+            c = st.get("cpu_s")
+            cpu_s = "-" if c is None else f"{c:8.1f} {c / n:9.3f}"
+            print(f"  {st['label']:38s} {st['seconds']:8.1f} {st['seconds'] / n:8.3f} {cpu_s:>18s} {peak:>9s}")
         for name, size in res["store_bytes"].items():
             print(f"  store {name:32s} {size / n / 2**20:8.3f} MiB/frame")
         print(f"  store of this run (after storage.drop_pair_predictions if set): "

@@ -130,3 +130,40 @@ def test_fused_kernels_match_autograd():
             res.append([s.detach(), c, disp.grad.clone(), a.grad.clone(), b.grad.clone()])
         for a_, b_ in zip(*res):
             torch.testing.assert_close(a_, b_, rtol=1e-5, atol=1e-6)
+
+
+def test_kernel_workers_split_fused_kernels_like_intra_op_threads(monkeypatch):
+    """kernel_workers(2) around single-threaded ops (the gauss_newton loop) splits the fused kernels into
+    the same edge ranges as 2 intra-op threads (the Adam loop), so the sums are bit-identical."""
+    import monst3r_fw_reference.aligner.losses as losses
+
+    gen = torch.Generator().manual_seed(1)
+    f, p, n = 4, 11, 40
+    x = torch.randn(f, 3, n, generator=gen, requires_grad=True)
+    m = torch.randn(p, 3, 3, generator=gen, requires_grad=True)
+    t = torch.randn(p, 3, generator=gen, requires_grad=True)
+    idx = torch.randint(0, f, (p,), generator=gen)
+    pred, wgt = torch.randn(p, 3, n, generator=gen), torch.rand(p, n, generator=gen)
+    workers = []
+    split = losses._edge_ranges
+    monkeypatch.setattr(losses, "_edge_ranges", lambda n_, c_, w_: workers.append(w_) or split(n_, c_, w_))
+
+    def run():
+        for v in (x, m, t):
+            v.grad = None
+        val = align_sum_fused(x, idx, m, t, pred, wgt, chunk=2)
+        val.backward()
+        return [val.detach(), x.grad.clone(), m.grad.clone(), t.grad.clone()]
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ref = run()
+        with losses.kernel_workers(2), losses._single_threaded_ops():
+            assert torch.get_num_threads() == 1
+            got = run()
+    finally:
+        torch.set_num_threads(before)
+    assert workers == [2, 2]
+    for a_, b_ in zip(ref, got):
+        assert torch.equal(a_, b_)

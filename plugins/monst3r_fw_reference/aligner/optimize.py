@@ -14,6 +14,7 @@ from monst3r_framework.errors import StageError
 
 from .config import MonST3RGAConfig
 from .losses import (
+    _single_threaded_ops, kernel_workers, worker_count,
     align_sum_autograd, align_sum_fused, depth_prior, ego_motion_maps, flow_sums_autograd, flow_sums_fused,
     temporal_smoothness, velocity_smoothness,
 )
@@ -236,16 +237,20 @@ def optimise(
         history[:] = values
         return params, history
     opt = torch.optim.Adam(trainable, lr=cfg.lr, betas=(0.9, 0.9))
-    for it in range(iterations):
-        lr = lr_at(schedule, it / iterations, cfg.lr, cfg.lr_min)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss, values = objective(it)
-        loss.backward()
-        opt.step()
-        history[it] = values
-        if progress is not None:
-            progress(1)
+    # the fused kernels keep one edge range per thread (same sums as before); every other op runs on
+    # one thread: with intra-op threads each was an OpenMP region waiting for a descheduled thread on
+    # a busy machine (see docs/global-aligner.md, Threads)
+    with kernel_workers(worker_count()), _single_threaded_ops():
+        for it in range(iterations):
+            lr = lr_at(schedule, it / iterations, cfg.lr, cfg.lr_min)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            loss, values = objective(it)
+            loss.backward()
+            opt.step()
+            history[it] = values
+            if progress is not None:
+                progress(1)
     log(f"monst3r_ga: {problem.n_frames} frames, {problem.n_edges} edges, {iterations} iterations, final loss {history[-1, 0]:.5g}")
     return params, history

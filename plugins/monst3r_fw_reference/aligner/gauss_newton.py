@@ -1054,7 +1054,8 @@ def optimise_gn(problem: AlignProblem, cfg: MonST3RGAConfig, params: Optional[Sc
     if params is None:
         params = build_params(problem, cfg)
     if cfg.gn_warmup > 0:
-        _adam_warmup(problem, cfg, params, log)
+        with kernel_workers(worker_count()), _single_threaded_ops():  # threads as in the Adam loop and run()
+            _adam_warmup(problem, cfg, params, log)
     solver = GaussNewtonSolver(problem, cfg, params)
     history = solver.run(log, progress)
     return params, history

@@ -34,6 +34,11 @@ RUNS: dict[str, dict[str, Any]] = {
         "overrides": [
             "input.long_edge=64", "stages.flow_estimator.type=opencv_dis", "stages.global_aligner.iterations=10",
             "stages.pose_solver.focal=60", "stages.mask_builder.pose_source=solver",
+            # The tiny random network's pointmaps are noise: with the official 5 px threshold RANSAC's winning
+            # hypothesis flipped between CPUs (frames 0 and 4 moved by 4 units on an AVX-512 machine). At
+            # 1000 px every pixel is an inlier and the pose is SQPnP's fit to all of them, a smooth function
+            # of the pointmaps (OpenCV 4.14 and 5.1 agree bit for bit). The classical run keeps 5 px.
+            "stages.pose_solver.reprojection_px=1000",
             "stages.global_aligner.threads=1", "stages.exporters=[{type: tum}]",
         ],
     },
@@ -100,6 +105,8 @@ def main() -> None:
     rgb = np.asarray(make_scene(n_frames=N_FRAMES, size_hw=SIZE_HW, seed=SEED, n_objects=1).rgb, np.uint8)
     DATA.mkdir(parents=True, exist_ok=True)
     for name in sys.argv[1:] or list(RUNS):
+        if (DATA / f"reference_{name}.npz").exists():  # keep the stored frames: the renderer may have changed
+            rgb = np.load(DATA / f"reference_{name}.npz")["input_rgb"]
         with tempfile.TemporaryDirectory() as tmp:
             arrays = run_reference(name, rgb, Path(tmp), checkpoint)
         np.savez_compressed(DATA / f"reference_{name}.npz", input_rgb=rgb, **arrays)

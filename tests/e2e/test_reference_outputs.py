@@ -12,8 +12,11 @@ Tolerance: on one machine the runs are bit-identical (checked when the reference
 Across machines (CI) torch and OpenCV may sum in another order (thread count, SIMD width), so floats
 are compared with rtol 1e-4 and an absolute floor of 1e-4 x the array's largest magnitude: a
 refactor that changes what is computed moves these values by far more (a changed default, a dropped
-pair or a different frame order gives errors of order 1e-1 of the magnitude). Boolean masks may
-differ in at most 0.5% of pixels (a residual sitting exactly on the threshold).
+pair or a different frame order gives errors of order 1e-1 of the magnitude). At most 0.1% of a float
+array's elements may exceed that, by at most 1e-2 x its largest magnitude (a flow residual on the
+smooth-L1 threshold switches one pixel's term: on an AVX-512 machine one depth of the classical run,
+37.742 against 37.756). Boolean masks may differ in at most 0.5% of pixels (a residual sitting
+exactly on the threshold).
 """
 
 from __future__ import annotations
@@ -38,7 +41,11 @@ def compare(name: str, got: np.ndarray, want: np.ndarray) -> None:
     if want.dtype.kind == "f":
         assert got.dtype == want.dtype and got.dtype in (np.float32, np.float64), f"{name}: dtype {got.dtype}"
         scale = float(np.abs(want).max()) if want.size else 1.0
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(scale, 1e-12), err_msg=name)
+        err = np.abs(got.astype(np.float64) - want)
+        off = err > 1e-4 * np.abs(want) + 1e-4 * max(scale, 1e-12)
+        assert np.isfinite(got).all(), f"{name}: non-finite values"
+        assert off.mean() <= 1e-3, f"{name}: {off.mean():.3%} of elements off by more than rtol 1e-4 (max {err.max():.3g})"
+        assert err.max() <= 1e-2 * max(scale, 1e-12), f"{name}: largest difference {err.max():.3g} (scale {scale:.3g})"
         return
     np.testing.assert_array_equal(got, want, err_msg=name)
 

@@ -86,6 +86,7 @@ def _origin_at(inputs, k: int):
     """The same inputs with the initial world frame moved to frame k's camera (its pose = identity)."""
     c2w = np.asarray(inputs.init.world_from_cam, np.float64)
     moved = np.linalg.inv(c2w[k]) @ c2w
+    moved[k] = np.eye(4)  # exactly: inv(A) @ A leaves round-off of ~1e-17 in the translation on some CPUs
     return dataclasses.replace(inputs, init=dataclasses.replace(inputs.init, world_from_cam=moved))
 
 

@@ -86,6 +86,14 @@ def _tupleify(value: Any) -> Any:
     return value
 
 
+#: chunk files named ``c.<i>.<j>...`` side by side in the array's folder instead of Zarr's default
+#: ``c/<i>/<j>/...`` (a directory per index level): one file-system entry per chunk, not one file and
+#: ndim - 1 directories, which writing, committing, verifying and deleting an array walk or create one by one
+#: (``storage.drop_pair_predictions`` of 100 frames at 64x48: 10,017 rmdir + 4,012 unlink -> 4,012 unlink).
+#: Stores written with the nested layout stay readable (each array's zarr.json names its encoding).
+CHUNK_KEYS = {"name": "default", "separator": "."}
+
+
 def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
     """One pair / frame per chunk for image-like arrays; small arrays in one chunk."""
     if len(shape) >= 3 and shape[0] > 0:
@@ -256,7 +264,8 @@ class RunStore:
         name = dest.rsplit("/", 1)[-1]
         src = out.zarr
         arr = group.create_array(name, shape=src.shape, dtype=src.dtype, chunks=src.chunks,
-                                 dimension_names=src.metadata.dimension_names, overwrite=True)
+                                 dimension_names=src.metadata.dimension_names,
+                                 chunk_key_encoding=src.metadata.chunk_key_encoding, overwrite=True)
         for i in range(src.shape[0] if src.ndim else 0):  # chunk by chunk: never the whole array in memory
             arr[i] = src[i]
 
@@ -350,7 +359,7 @@ class RunStore:
         if not self.is_local:
             return -1
         path = Path(self.location) / self.group_path(kind, key)
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return sum(st.st_size for _, _, st in _walk_files(path))
 
     def exists(self, kind: str, key: str) -> bool:
         """Whether anything is stored for (kind, key), even a damaged group."""
@@ -425,7 +434,7 @@ class Workspace:
             if tuple(old.shape) == shape and np.dtype(old.dtype) == dtype and tuple(old.chunks) == chunks:
                 return OutputArray(old, f"{self.path}/{name}", self.path, f"{self.label}.{name}", store_as)
         arr = self.group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, dimension_names=dims,
-                                      fill_value=fill_value, overwrite=True)
+                                      fill_value=fill_value, chunk_key_encoding=CHUNK_KEYS, overwrite=True)
         return OutputArray(arr, f"{self.path}/{name}", self.path, f"{self.label}.{name}", store_as)
 
 
@@ -506,11 +515,24 @@ def _file_digests(folder: Path) -> dict[str, list[Any]]:
     """{relative path: [sha256, size, mtime_ns]} for every file of a stored array (chunks and
     its zarr.json): one read of each file."""
     out: dict[str, list[Any]] = {}
-    for file in sorted(folder.rglob("*")):
-        if file.is_file():
-            st = file.stat()
-            out[file.relative_to(folder).as_posix()] = [_sha(file), st.st_size, st.st_mtime_ns]
+    for rel, path, st in sorted(_walk_files(folder)):
+        out[rel] = [_sha(Path(path)), st.st_size, st.st_mtime_ns]
     return out
+
+
+def _walk_files(folder: Path, rel: str = "") -> Iterator[tuple[str, str, os.stat_result]]:
+    """(path relative to ``folder`` in posix form, path, stat) of every file below ``folder``: one
+    ``scandir`` per directory (``Path.rglob`` plus a ``stat`` per entry cost 4-5x more per file)."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        name = f"{rel}{entry.name}"
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk_files(Path(entry.path), name + "/")
+        elif entry.is_file():
+            yield name, entry.path, entry.stat()
 
 
 def _write_array(group: Any, name: str, spec: str, value: Any, dtype: Optional[str], where: str) -> None:
@@ -523,7 +545,7 @@ def _write_array(group: Any, name: str, spec: str, value: Any, dtype: Optional[s
         check_finite(f"{where}.{name}", arr)
     dims = tuple(a if not a.isdigit() else f"{a}_{i}" for i, a in enumerate(spec.split()))
     zarr_arr = group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=_chunks(arr.shape),
-                                  dimension_names=dims, overwrite=True)
+                                  dimension_names=dims, chunk_key_encoding=CHUNK_KEYS, overwrite=True)
     if arr.size:
         zarr_arr[...] = arr
 
@@ -543,7 +565,7 @@ def write_record(group: Any, record: Record) -> None:
             arr = arr.astype(dtype, copy=False)
         dims = tuple(a if not a.isdigit() else f"{a}_{i}" for i, a in enumerate(spec.split()))
         zarr_arr = group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=_chunks(arr.shape),
-                                      dimension_names=dims, overwrite=True)
+                                      dimension_names=dims, chunk_key_encoding=CHUNK_KEYS, overwrite=True)
         if arr.size:
             zarr_arr[...] = arr
     group.attrs["meta"] = jsonable(record.meta())

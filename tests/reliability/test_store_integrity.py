@@ -53,7 +53,9 @@ def _group(out: Path, kind: str) -> Path:
 
 
 def _largest_chunk(group: Path) -> Path:
-    chunks = [p for p in group.rglob("*") if p.is_file() and p.name != "zarr.json" and "/c/" in p.as_posix()]
+    # chunk files: c.<i>.<j>... (store.CHUNK_KEYS), c/<i>/<j>/... in stores written before
+    chunks = [p for p in group.rglob("*") if p.is_file() and p.name != "zarr.json"
+              and (p.name.startswith("c.") or "/c/" in p.as_posix())]
     return max(chunks, key=lambda p: (p.stat().st_size, p.as_posix()))
 
 

@@ -8,7 +8,7 @@ Used by tests/e2e/test_long_video.py. ``recipes/long_video.yaml`` runs with the 
 flow of the synthetic scene handed over as ``precomputed`` npz files (read row by row, memory-mapped),
 so the run takes seconds and the pose solver, mask builder (pose_source solver), windowed aligner,
 exporter and store are the real ones; 64x48 frames, the one-way ``swin-1-noncyclic`` graph (one pair
-per frame: the fewest store round trips), 12-frame windows, 4 iterations. A second exporter,
+per frame: the fewest store round trips), 16-frame windows overlapping by 4, 4 iterations. A second exporter,
 ``whole_video_probe`` (defined here), loads the whole depth array on purpose: the mutation the test
 must catch. Heavy modules are imported before tracing starts, so first-use imports do not count as the
 first length's memory.
@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SIZE_HW = (48, 64)
 SCENE_GRAPH = "swin-1-noncyclic"
-WINDOW, OVERLAP = 12, 4
+WINDOW, OVERLAP = 16, 4
 MUTANT = "whole_video_probe"
 #: the long-video recipes' exporters that read per-pixel arrays plus the cheap per-frame ones (point budget small
 #: enough to be reached at both lengths). glb without its cameras (one trimesh node per frame, ~27 KiB each);

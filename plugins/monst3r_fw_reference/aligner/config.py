@@ -59,6 +59,12 @@ class MonST3RGAConfig(StageConfig):
     smoothness_mode: Literal["motion", "velocity"] = Field(
         "motion", description="motion: official ||R_rel - I|| + w ||t_rel|| (penalises motion itself); velocity: the same "
         "norms of the change of consecutive relative motions (a constant-velocity prior).")
+    zoom_check: float = Field(
+        0.01, ge=0, description="After the solve, fit rotation-only and rotation + zoom models to the static flow of "
+        "every adjacent frame pair; when the zoom model changes the scale by more than this fraction per frame and "
+        "fits much better, the run summary (`zoom`) lists the pairs and, with shared_focal, a notice says so (a shared "
+        "focal turns a zoom into camera motion along the optical axis). Reporting only: the solution is unchanged. "
+        "0: off.")
     solver: Literal["adam", "gauss_newton"] = Field(
         "adam", description="adam: the official first-order loop (iterations, lr, schedule); gauss_newton: "
         "Levenberg-Marquardt on the IRLS model with the depths Schur-eliminated (gn_* options), same objective.")

@@ -163,6 +163,13 @@ class MonST3RGlobalAligner(GlobalAligner):
         c2w, k, quality = out.c2w, out.k, out.quality
         summary = run_summary(history, cfg, quality, use_flow=use_flow, flow_available=inputs.flow is not None)
         notices = list(summary_lines(summary))
+        if cfg.zoom_check > 0 and inputs.flow is not None and n_frames > 1:
+            from .zoom import adjacent_zoom, zoom_report
+
+            fits = adjacent_zoom(inputs.flow, inputs.masks, n_frames, k[:, 0, 0], k[:, :2, 2])
+            summary["zoom"], line = zoom_report(fits, c2w, cfg.zoom_check)
+            if line and cfg.shared_focal:
+                notices.append(line)
         if seams:
             ratios = seam_step_ratios(c2w, seams)
             worst = int(np.argmax(ratios))

@@ -206,7 +206,7 @@ def _solver_one(frames: int, h: int, w: int, objects: int, solver: str, cfg_json
     from monst3r_fw_eval.synth import make_scene
     from monst3r_fw_reference.aligner.config import MonST3RGAConfig
     from monst3r_fw_reference.aligner.data import FlowLookup, load_problem
-    from monst3r_fw_reference.aligner.gauss_newton import GaussNewtonSolver
+    from monst3r_fw_reference.aligner.gauss_newton import GaussNewtonSolver, coarse_to_fine
     from monst3r_fw_reference.aligner.optimize import Objective, build_params, optimise
     from monst3r_fw_reference.aligner.testing import ate_percent, depth_abs_rel, make_case, swinstride_pairs
 
@@ -248,12 +248,18 @@ def _solver_one(frames: int, h: int, w: int, objects: int, solver: str, cfg_json
         out["peak_rss_mb"] = _peak_rss_mb()
         return out
     if solver == "gauss_newton":
-        gn = GaussNewtonSolver(prob, cfg, params)
-        hist = gn.run()
+        first = 0  # rows of the full-resolution objective from here on
+        if cfg.gn_coarse_stride > 1:  # the coarse stage's rows hold values of the subset objective
+            hist, times, first = coarse_to_fine(prob, cfg, params)
+        else:
+            gn = GaussNewtonSolver(prob, cfg, params)
+            hist = gn.run()
+            times = gn.times
         seconds = time.perf_counter() - t0
         cpu = time.process_time() - c0
-        reach = [t for t, v in zip(gn.times, hist[:, 0]) if v <= target and hist[-1, 3] > 0] if target > 0 else []
-        out.update(iterations=len(hist) - 1, time_to_target=(reach[0] + (seconds - gn.times[-1]) if reach else None))
+        reach = [t for t, v in zip(times[first:], hist[first:, 0]) if v <= target and hist[-1, 3] > 0] if target > 0 else []
+        out.update(iterations=len(hist) - 1, coarse_rows=first,
+                   time_to_target=(reach[0] + (seconds - times[-1]) if reach else None))
     else:
         params, hist = optimise(prob, cfg, params)
         seconds = time.perf_counter() - t0
@@ -291,6 +297,7 @@ def cmd_solver(args) -> None:
                 acc = f"ATE {r['ate']:.3f} % (init {r['init_ate']:.2f})  AbsRel {r['absrel']:.4f}" if "ate" in r else "(extrapolated)"
                 reach = f"  reaches Adam-300 objective at {r['time_to_target']:.1f} s" if r.get("time_to_target") else ""
                 its = f" {r['iterations']} it" if "iterations" in r else ""
+                its += f" ({r['coarse_rows']} coarse rows)" if r.get("coarse_rows") else ""
                 print(f"{f:4d} fr {r['hw']:>8s} obj={objects} {solver:12s}{its} {obj}  {acc}  {r['seconds']:.1f} s (CPU {r['cpu_seconds']:.1f} s){reach}  "
                       f"peak RSS {r['peak_rss_mb']:.0f} MB  threads {r['threads']}  load {os.getloadavg()[0]:.1f}", flush=True)
             if "adam" in rows and "gauss_newton" in rows:

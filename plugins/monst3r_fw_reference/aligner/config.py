@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -85,6 +85,19 @@ class MonST3RGAConfig(StageConfig):
         "bounded steps do not. 100: the bound of flow_triangulation's max_depth_ratio. 0: no bound.")
     gn_hessian_pixels: int = Field(1024, ge=0, description="gauss_newton: pixels per frame (a regular subset) on which "
                                    "the reduced camera system is accumulated; 0: all. Gradient and depth steps use all.")
+    gn_coarse_stride: int = Field(
+        1, ge=1, le=16, description="gauss_newton: first solve on every s-th pixel row and column (the same "
+        "objective over that subset, same pixel coordinates), then continue at full resolution from its cameras, "
+        "edge transforms and the depth change interpolated from the subset; most iterations then cost 1/s^2. "
+        "1: off (every iteration at full resolution).")
+    gn_coarse_tolerance: Optional[float] = Field(
+        None, ge=0, description="gauss_newton with gn_coarse_stride > 1: gn_tolerance of the coarse stage (None: "
+        "gn_tolerance); gn_tolerance then stops the full-resolution stage.")
+    gn_coarse_depth: Literal["interpolate", "ray_median", "ray_mean"] = Field(
+        "ray_mean", description="gauss_newton with gn_coarse_stride > 1: full-resolution depths the fine stage starts "
+        "from (docs/global-aligner.md compares them). interpolate: the initial depth moved by the coarse stage's change, interpolated bilinearly; ray_median: "
+        "per pixel the better (by the terms its depth enters) of that and the weighted median, along its ray, of its "
+        "alignment terms' closest depths; ray_mean: the weighted mean of those depths.")
     gn_norm_curvature: float = Field(
         0.5, ge=0, lt=1, description="gauss_newton: curvature model of the L1 point distance w ||r||: weight "
         "w / ||r|| (I - c r r^T / ||r||^2). 0: plain IRLS (over-estimates the curvature along r, linear convergence); "

@@ -35,6 +35,7 @@ fraction of the step budget), or as soon as the flow-free objective has converge
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -384,9 +385,8 @@ class IRLSModel:
 
     def __init__(self, problem: AlignProblem, cfg: MonST3RGAConfig, layout: Layout, chunk: int = 8) -> None:
         self.p, self.cfg, self.lay = problem, cfg, layout
-        h, w = problem.size_hw
-        self.n = h * w
-        self.grid = pixel_grid_flat(h, w).t().contiguous()  # (2, N)
+        self.grid = problem.pixel_grid().t().contiguous()  # (2, N)
+        self.n = self.grid.shape[1]
         self.w_i = conf_to_weight(problem.conf_i, cfg.conf_transform)
         self.w_j = conf_to_weight(problem.conf_j, cfg.conf_transform)
         self.area = float(problem.n_edges * self.n)
@@ -772,6 +772,112 @@ class IRLSModel:
         return h, cdc
 
 
+    # ---- per-pixel depth choices at fixed cameras (gn_coarse_stride's fine start) -------------
+    def ray_median_logd(self, st: GNState, mean: bool = False) -> torch.Tensor:
+        """(F, N) log-depth of each pixel at the weighted median, along its ray, of the depths at which
+        its alignment terms' residuals are shortest (``argmin_d w_e ||d a - (Y_e - t)||``, weights
+        ``w_e ||a||``): the minimiser of the alignment terms when the residuals lie along the ray, as
+        with depth noise. ``mean``: the weighted mean of the same depths instead (same weights; ``||a||``
+        is common to a pixel's terms, so this is their least-squares depth when the residuals lie along
+        the ray). Pixels whose terms all have weight 0 keep their depth."""
+        lay = self.lay
+        m_all, t_all = self.edge_maps(st)
+        out = st.logd.clone()
+        views = [(pred, wt, [torch.nonzero(fidx == fr)[:, 0] for fr in range(lay.n_frames)])
+                 for fidx, pred, wt in self.align_views()]
+
+        def frame(fr: int) -> None:
+            depth, xc = self._frame_points(st, fr)
+            ray = xc / depth
+            aa = _norm3(ray[None])[0]  # ||a||
+            ds, ws = [], []
+            for pred, wt, by_frame in views:
+                e = by_frame[fr]
+                if len(e) == 0:
+                    continue
+                b = torch.baddbmm((t_all[e] - st.trans[fr])[:, :, None], m_all[e], pred.index_select(0, e))
+                k = (b[:, 0] * ray[0]).addcmul_(b[:, 1], ray[1]).addcmul_(b[:, 2], ray[2])
+                ds.append(k.div_(aa * aa))
+                ws.append(wt.index_select(0, e) * aa)
+            if not ds:
+                return
+            d, wgt = torch.cat(ds), torch.cat(ws)
+            if mean:
+                tot = wgt.sum(0)
+                med = (d * wgt).sum(0) / tot.clamp_min(1e-30)
+                ok = (tot > 0) & (med > 0)
+                out[fr] = torch.where(ok, med.clamp_min(1e-30).log(), out[fr])
+                return
+            d, order = d.sort(0)
+            cum = wgt.gather(0, order).cumsum_(0)
+            k = (cum < 0.5 * cum[-1:]).sum(0, keepdim=True).clamp_(max=len(d) - 1)
+            med = d.gather(0, k)[0]
+            ok = (cum[-1] > 0) & (med > 0)
+            out[fr] = torch.where(ok, med.clamp_min(1e-30).log(), out[fr])
+
+        def work(f0: int, f1: int) -> None:
+            for fr in range(f0, f1):
+                frame(fr)
+
+        parallel_ranges(lay.n_frames, work)
+        return out
+
+    def pixel_values(self, st: GNState, flow_counts: Optional[tuple[float, ...]]) -> torch.Tensor:
+        """(F, N) each pixel's share of the alignment and flow terms that its depth enters (alignment:
+        both views' terms of its frame, ``w ||r|| / area``; flow: the terms leaving its frame, with the
+        objective's per-direction factors), at ``st``: with the cameras fixed, the objective is the sum
+        of these plus terms that no depth enters (the flow counts held fixed)."""
+        lay = self.lay
+        nfr, n = lay.n_frames, self.n
+        m_all, t_all = self.edge_maps(st)
+        out = torch.zeros(nfr, n)
+        use_flow = flow_counts is not None
+        factors = self.flow_factors(flow_counts) if use_flow else []
+        fpx = st.logf.exp().expand(nfr) if lay.nf == 1 else st.logf.exp()
+        views = [(pred, wt, [torch.nonzero(fidx == fr)[:, 0] for fr in range(nfr)]) for fidx, pred, wt in self.align_views()]
+        flows = [(dst, obs, fac, [torch.nonzero(src == fr)[:, 0] for fr in range(nfr)])
+                 for (src, dst, obs), fac in zip(self.flow_dirs, factors)]
+        chunk = self.chunk
+
+        def frame(fr: int) -> None:
+            _, xc = self._frame_points(st, fr)
+            x = xc + st.trans[fr][:, None]
+            acc = torch.zeros(n)
+            for pred, wt, by_frame in views:
+                edges = by_frame[fr]
+                for s0 in range(0, len(edges), chunk):
+                    e = edges[s0:s0 + chunk]
+                    r = torch.baddbmm(t_all[e][:, :, None], m_all[e], pred.index_select(0, e)).neg_().add_(x)
+                    acc += (_norm3(r).mul_(wt.index_select(0, e))).sum(0)
+            acc /= self.area
+            if use_flow:
+                _, xce = self._frame_points(st, fr, eps_depth=1e-6)
+                m = self.p.static[fr].to(xce.dtype)
+                for dst, obs, fac, by_frame in flows:
+                    edges = by_frame[fr]
+                    for s0 in range(0, len(edges), chunk):
+                        e = edges[s0:s0 + chunk]
+                        ds = dst[e]
+                        rdt = st.rot[ds].transpose(1, 2)
+                        pc = torch.baddbmm(rdt @ (st.trans[fr] - st.trans[ds])[:, :, None], rdt, xce.expand(len(e), 3, n))
+                        q0 = pc[:, :2] / pc[:, 2:] * fpx[ds][:, None, None]
+                        err = (q0 + st.pp[ds][:, :, None] - self.grid[None] - obs.index_select(0, e)).mul_(m)
+                        a = err.abs()
+                        c = a.clamp(max=1.0)
+                        loss = a.sub_(0.5 * c).mul_(c)
+                        if self.cfg.pixel_threshold > 0:
+                            loss = loss * (loss < self.cfg.pixel_threshold).to(loss.dtype)
+                        acc += loss.sum((0, 1)) * fac
+            out[fr] = acc
+
+        def work(f0: int, f1: int) -> None:
+            for fr in range(f0, f1):
+                frame(fr)
+
+        parallel_ranges(nfr, work)
+        return out
+
+
 # ------------------------------------------------------------------------------------------
 # pose-only terms (smoothness): small, Jacobians by torch.autograd.functional
 # ------------------------------------------------------------------------------------------
@@ -830,7 +936,11 @@ def bound_depths(st: GNState, ratio: float) -> GNState:
 class GaussNewtonSolver:
     """Levenberg-Marquardt over the IRLS model with the depths Schur-eliminated (see module doc)."""
 
-    def __init__(self, problem: AlignProblem, cfg: MonST3RGAConfig, params: SceneParams) -> None:
+    def __init__(self, problem: AlignProblem, cfg: MonST3RGAConfig, params: SceneParams,
+                 state: Optional[GNState] = None, init_depth: Optional[torch.Tensor] = None) -> None:
+        """``state``: start there instead of at ``params`` (whose pixels may then differ: the coarse
+        stage of gn_coarse_stride); ``init_depth`` (F, N): the depth prior's reference when it is not
+        the start (the fine stage)."""
         self.p, self.cfg, self.params = problem, cfg, params
         self.norm_scale = params.norm_pw_scale
         self.use_flow = cfg.flow_loss_weight > 0 and problem.flow_fwd is not None
@@ -842,8 +952,10 @@ class GaussNewtonSolver:
         # the pose error, not noise, and less curvature along them overshoots); the norm's curvature
         # once an iteration gains less than NORM_CURVATURE_AFTER (the linear-convergence tail)
         self.model.norm_curvature = 0.0
-        self.state = GNState.from_params(params)
+        self.state = GNState.from_params(params) if state is None else state
         self.objective = Objective(problem, self._tangent(self.state), cfg, cfg.gn_iterations)
+        if init_depth is not None:
+            self.objective.init_depth = init_depth
         n = problem.depth.shape[1]
         m = cfg.gn_hessian_pixels
         step = 1 if m <= 0 or m >= n else max(1, n // m)
@@ -960,8 +1072,15 @@ class GaussNewtonSolver:
         return v
 
     def run(self, log: Callable[[str], None] = lambda m: None,
-            progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
+            progress: Optional[Callable[[int], None]] = None, flow_joined: bool = False,
+            write: bool = True, damping: Optional[float] = None) -> np.ndarray:
         """Iterate; returns the loss curve (rows of LOSS_NAMES).
+
+        ``flow_joined``: the flow term is part of the objective from the first iteration (a stage that
+        continues another solve: gn_coarse_stride's fine stage). ``write``: store the result in the
+        solver's ``params`` (the coarse stage's state has fewer pixels than they do). ``damping``: the
+        initial lambda (default gn_damping). After the run, ``state``, ``lam`` (the last lambda) and
+        ``flow_joined`` (whether the flow term is part of the final objective) describe where it ended.
 
         Threads: torch's intra-op thread count (at the call) becomes the number of workers of the
         full-resolution passes (fused kernels, depth step, camera system), which take ranges of edges
@@ -971,26 +1090,30 @@ class GaussNewtonSolver:
         that doubled the CPU time of the small-op parts and made 2 threads slower than 1.
         """
         with kernel_workers(worker_count()), _single_threaded_ops():
-            return self._run(log, progress)
+            return self._run(log, progress, flow_joined, write, damping)
 
-    def _run(self, log: Callable[[str], None], progress: Optional[Callable[[int], None]]) -> np.ndarray:
+    def _run(self, log: Callable[[str], None], progress: Optional[Callable[[int], None]], flow_joined: bool,
+             write: bool, damping: Optional[float]) -> np.ndarray:
         cfg = self.cfg
         cap = cfg.gn_iterations
         flow_start = math.ceil(cfg.flow_loss_start * cap) if self.use_flow else 0
         st = self.state
         it = 0
-        phase_it = flow_start if not self.use_flow else 0
+        flow_it = flow_start  # the iteration the Objective is evaluated at once the flow term has joined
+        phase_it = flow_start if not self.use_flow or flow_joined else 0
+        if flow_joined:
+            flow_start = 0
         f, values, counts, g = self.evaluate(st, phase_it, grad=True)
         history = [values]
         t0 = time.perf_counter()
         #: seconds since the start of the loop at which each history row was reached
         self.times = [0.0]
-        lam = cfg.gn_damping
+        lam = cfg.gn_damping if damping is None else damping
         done = 0
         for it in range(cap):
             flow_on = self.use_flow and it >= flow_start
-            if flow_on and phase_it < flow_start:  # the flow term joins: re-evaluate the new objective
-                phase_it = flow_start
+            if flow_on and phase_it < flow_it:  # the flow term joins: re-evaluate the new objective
+                phase_it = flow_it
                 f, values, counts, g = self.evaluate(st, phase_it, grad=True)
                 history.append(values)
                 self.times.append(time.perf_counter() - t0)
@@ -1021,7 +1144,7 @@ class GaussNewtonSolver:
             if progress is not None:
                 progress(1)
             if not accepted:
-                if self.use_flow and phase_it < flow_start:  # flow-free part converged: start the flow term
+                if self.use_flow and phase_it < flow_it:  # flow-free part converged: start the flow term
                     flow_start, lam = it + 1, cfg.gn_damping
                     continue
                 log(f"monst3r_ga gauss_newton: no decrease at lambda {lam:.1e}; stopping at iteration {it}")
@@ -1034,14 +1157,17 @@ class GaussNewtonSolver:
             if rel < NORM_CURVATURE_AFTER:
                 self.model.norm_curvature = cfg.gn_norm_curvature
             if rel < cfg.gn_tolerance:
-                if self.use_flow and phase_it < flow_start:
+                if self.use_flow and phase_it < flow_it:
                     flow_start = it + 1  # converged without flow: start it now
                     continue
                 break
         if progress is not None and done < cap:
             progress(cap - done)
         self.state = st
-        st.write_to(self.params)
+        self.lam = lam
+        self.flow_joined = self.use_flow and phase_it >= flow_it
+        if write:
+            st.write_to(self.params)
         log(f"monst3r_ga gauss_newton: {self.p.n_frames} frames, {self.p.n_edges} edges, {done} iterations, "
             f"final loss {f:.5g}")
         return np.asarray(history, np.float32).reshape(-1, len(LOSS_NAMES))
@@ -1056,9 +1182,118 @@ def optimise_gn(problem: AlignProblem, cfg: MonST3RGAConfig, params: Optional[Sc
     if cfg.gn_warmup > 0:
         with kernel_workers(worker_count()), _single_threaded_ops():  # threads as in the Adam loop and run()
             _adam_warmup(problem, cfg, params, log)
+    if cfg.gn_coarse_stride > 1 and min(problem.size_hw) >= 2 * cfg.gn_coarse_stride:
+        return params, coarse_to_fine(problem, cfg, params, log, progress)[0]
     solver = GaussNewtonSolver(problem, cfg, params)
     history = solver.run(log, progress)
     return params, history
+
+
+def coarse_pixels(size_hw: tuple[int, int], stride: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows (hc,), columns (wc,) and flat indices (hc wc,) of every ``stride``-th pixel, centred in
+    its stride x stride block (offset stride // 2)."""
+    h, w = size_hw
+    ys = torch.arange(stride // 2, h, stride)
+    xs = torch.arange(stride // 2, w, stride)
+    return ys, xs, (ys[:, None] * w + xs[None, :]).reshape(-1)
+
+
+def subsample_problem(problem: AlignProblem, idx: torch.Tensor) -> AlignProblem:
+    """The same problem restricted to pixels ``idx`` (flat indices of the H x W grid), which keep their
+    pixel coordinates: the objective of the result is the same per-pixel means over a subset."""
+    def sel(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        return None if t is None else t[..., idx].contiguous()
+
+    base = problem.pixel_grid()
+    return AlignProblem(
+        ei=problem.ei, ej=problem.ej, pred_i=sel(problem.pred_i), pred_j=sel(problem.pred_j),
+        conf_i=sel(problem.conf_i), conf_j=sel(problem.conf_j), flow_fwd=sel(problem.flow_fwd),
+        flow_bwd=sel(problem.flow_bwd), static=sel(problem.static), dynamic=sel(problem.dynamic),
+        world_from_cam=problem.world_from_cam, intrinsics=problem.intrinsics, depth=sel(problem.depth),
+        size_hw=problem.size_hw, pixels=base[idx].contiguous(),
+    )
+
+
+def upsample_bilinear(values: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """(F, hc wc) values at the pixel rows ``ys`` x columns ``xs`` (regularly spaced) -> (F, H W) by
+    bilinear interpolation (constant beyond the outermost rows / columns)."""
+    h, w = size_hw
+    v = values.reshape(values.shape[0], len(ys), len(xs))
+
+    def axis(pos: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if len(pos) == 1:
+            z = torch.zeros(n, dtype=torch.int64)
+            return z, z, torch.zeros(n)
+        step = float(pos[1] - pos[0])
+        t = ((torch.arange(n, dtype=torch.float32) - float(pos[0])) / step).clamp(0, len(pos) - 1)
+        i0 = t.floor().long().clamp(max=len(pos) - 2)
+        return i0, i0 + 1, t - i0
+
+    r0, r1, a = axis(ys, h)
+    c0, c1, b = axis(xs, w)
+    rows = v[:, r0] * (1 - a)[None, :, None] + v[:, r1] * a[None, :, None]  # (F, H, wc)
+    out = rows[:, :, c0] * (1 - b) + rows[:, :, c1] * b  # (F, H, W)
+    return out.reshape(values.shape[0], h * w)
+
+
+def coarse_to_fine(problem: AlignProblem, cfg: MonST3RGAConfig, params: SceneParams,
+                   log: Callable[[str], None] = lambda m: None,
+                   progress: Optional[Callable[[int], None]] = None) -> tuple[np.ndarray, list[float], int]:
+    """``gn_coarse_stride``: solve on every s-th row and column of pixels, then at full resolution.
+
+    The coarse problem is the same objective over a 1/s^2 subset of the pixels (same pixel
+    coordinates, focal and principal point; every term is a mean over pixels, so the values match the
+    full objective's up to sampling), solved from the initialisation until it converges. The full
+    solve then starts from its cameras, focal(s) and edge Sim(3)s, with each full-resolution log-depth
+    moved by the coarse solve's change, interpolated bilinearly from the subset, and the flow term,
+    damping and curvature model where the coarse stage left them. The loss curve is the coarse
+    stage's rows (values of the subset objective) followed by the full stage's. Returns it, the
+    seconds since the start at which each row was reached (as :attr:`GaussNewtonSolver.times`) and the
+    number of coarse rows.
+    """
+    stride = cfg.gn_coarse_stride
+    ys, xs, idx = coarse_pixels(problem.size_hw, stride)
+    coarse = subsample_problem(problem, idx)
+    start = GNState.from_params(params)
+    init_depth = params.depth().detach().clone()
+    st_c = dataclasses.replace(start, logd=start.logd[:, idx].clone())
+    t0 = time.perf_counter()
+    cfg_c = cfg if cfg.gn_coarse_tolerance is None else cfg.model_copy(update={"gn_tolerance": cfg.gn_coarse_tolerance})
+    solver_c = GaussNewtonSolver(coarse, cfg_c, params, state=st_c)
+    hist_c = solver_c.run(log, None, write=False)
+    end, lam, flow_joined, curvature, times_c = (solver_c.state, solver_c.lam, solver_c.flow_joined,
+                                                 solver_c.model.norm_curvature, solver_c.times)
+    log(f"monst3r_ga gauss_newton: coarse stage (every {stride}th pixel, {coarse.depth.shape[1]} per frame) "
+        f"{len(hist_c) - 1} rows in {time.perf_counter() - t0:.1f} s")
+    del coarse, solver_c
+    # full-resolution depths at the coarse cameras: per pixel the better (by its own terms) of the
+    # initial depth moved by the interpolated coarse change and the weighted ray median
+    logd = start.logd + upsample_bilinear(end.logd - st_c.logd, ys, xs, problem.size_hw)
+    st_f = bound_depths(dataclasses.replace(end, logd=logd), cfg.gn_max_depth_ratio)
+    solver = GaussNewtonSolver(problem, cfg, params, state=st_f, init_depth=init_depth)
+    if not cfg.fix_depth and cfg.gn_coarse_depth == "ray_mean":
+        with kernel_workers(worker_count()), _single_threaded_ops():
+            st_f = bound_depths(dataclasses.replace(end, logd=solver.model.ray_median_logd(st_f, mean=True)),
+                                cfg.gn_max_depth_ratio)
+        solver.state = st_f
+    if not cfg.fix_depth and cfg.gn_coarse_depth == "ray_median":
+        model = solver.model
+        counts = None
+        if flow_joined:  # the flow sums' element counts (2 per static source pixel; none over pixel_threshold)
+            counts = tuple(2.0 * float(problem.static[src].sum()) for src, _, _ in model.flow_dirs)
+        with kernel_workers(worker_count()), _single_threaded_ops():
+            v_interp = model.pixel_values(st_f, counts)
+            st_m = bound_depths(dataclasses.replace(end, logd=model.ray_median_logd(st_f)), cfg.gn_max_depth_ratio)
+            v_med = model.pixel_values(st_m, counts)
+        better = v_med < v_interp
+        st_f = dataclasses.replace(st_f, logd=torch.where(better, st_m.logd, st_f.logd))
+        solver.state = st_f
+        log(f"monst3r_ga gauss_newton: full resolution from the coarse cameras, ray median depth at "
+            f"{100 * float(better.float().mean()):.1f}% of the pixels")
+    solver.model.norm_curvature = curvature
+    hist_f = solver.run(log, progress, flow_joined=flow_joined, damping=lam)
+    t_f = time.perf_counter() - t0 - solver.times[-1]  # the full stage's loop started then
+    return np.concatenate([hist_c, hist_f]), times_c + [t_f + t for t in solver.times], len(hist_c)
 
 
 def _adam_warmup(problem: AlignProblem, cfg: MonST3RGAConfig, params: SceneParams,

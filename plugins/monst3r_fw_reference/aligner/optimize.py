@@ -37,6 +37,9 @@ class AlignProblem:
     dynamic: (F, N) bool, the dynamic mask (depth prior weighting, output).
     world_from_cam: (F, 4, 4) float32 initial poses; intrinsics (F, 3, 3); depth (F, N) initial depth.
     size_hw: (H, W).
+    pixels: (N, 2) float32 pixel coordinates (x, y) of the N pixels when they are a subset of the
+        H x W grid (e.g. every s-th row and column, for a coarse solve), or None: the whole grid
+        (N = H W, row-major). Every mean over pixels is over these N.
     """
 
     ei: torch.Tensor
@@ -53,6 +56,11 @@ class AlignProblem:
     intrinsics: torch.Tensor
     depth: torch.Tensor
     size_hw: tuple[int, int]
+    pixels: Optional[torch.Tensor] = None
+
+    def pixel_grid(self) -> torch.Tensor:
+        """(N, 2) float32 pixel coordinates (x, y) of the problem's pixels."""
+        return pixel_grid_flat(*self.size_hw) if self.pixels is None else self.pixels
 
     @property
     def n_frames(self) -> int:
@@ -111,7 +119,7 @@ def build_params(problem: AlignProblem, cfg: MonST3RGAConfig, chunk: int = 64) -
     focals = 0.5 * (k[:, 0, 0] + k[:, 1, 1])
     pp = k[:, :2, 2] if (cfg.optimize_pp or cfg.fix_intrinsics) else None
     params.set_frames(problem.world_from_cam, focals, problem.depth, pp)
-    grid = pixel_grid_flat(h, w)
+    grid = problem.pixel_grid()
     with torch.no_grad():
         # initial world points from the *initial* cameras (the pose solver's pointmaps)
         pts = cam_points(problem.depth, grid, focals[:, None], k[:, :2, 2])
@@ -142,12 +150,12 @@ class Objective:
         self.params = params
         self.cfg = cfg
         self.iterations = iterations
-        h, w = problem.size_hw
-        self.grid = pixel_grid_flat(h, w).t().contiguous()  # (2, N)
-        self.grid_h = torch.cat([self.grid, torch.ones(1, h * w)], dim=0)  # (3, N)
+        self.grid = problem.pixel_grid().t().contiguous()  # (2, N)
+        n = self.grid.shape[1]
+        self.grid_h = torch.cat([self.grid, torch.ones(1, n)], dim=0)  # (3, N)
         self.w_i = conf_to_weight(problem.conf_i, cfg.conf_transform)
         self.w_j = conf_to_weight(problem.conf_j, cfg.conf_transform)
-        self.area_i = float(problem.n_edges * h * w)
+        self.area_i = float(problem.n_edges * n)
         self.area_j = self.area_i
         self.init_depth = params.depth().detach().clone()
         self.use_flow = cfg.flow_loss_weight > 0 and problem.flow_fwd is not None

@@ -14,6 +14,10 @@ Why each piece exists (measured on DAVIS clips at 256x144 with DIS flow, see doc
 * **Evidence where the subject is.** Non-rigid, fast subjects are exactly where the flow is
   forward-backward inconsistent; leaving those pixels out leaves frames with no evidence on the
   subject (empty masks). The residual is counted at every pixel whose flow stays in the image.
+* **No evidence from flat regions.** Where the image is flat (over-exposed sky, plain asphalt) DIS
+  flow is filled in by its regulariser: arbitrary and forward-backward inconsistent. Counting it
+  as evidence flagged the white sky in DAVIS dance-twirl and the road beside scooter-black;
+  :func:`textured_pixels` tells where inconsistent flow may still count.
 * **Temporal and spatial coherence.** :func:`temporal_average` averages each frame's residual map
   with its neighbours' maps warped by the flow; :func:`remove_small_components` drops specks;
   :func:`temporal_fill` carries masks into frames where the subject's evidence weakened.
@@ -32,7 +36,7 @@ from typing import Callable, Literal, Optional
 import numpy as np
 
 __all__ = ["camera_flow_homography", "temporal_average", "temporal_average_frame", "warp_mask", "temporal_fill",
-           "remove_small_components",
+           "remove_small_components", "textured_pixels",
            "colour_prune", "mask_confidence", "mask_frame_stats", "mask_confidence_from_stats", "mask_notices",
            "mask_notices_from_area"]
 
@@ -185,6 +189,18 @@ def temporal_fill(masks, score_of: Callable[[int], np.ndarray], flow_to: Callabl
             near = cv2.dilate(carried.astype(np.uint8), reach) > 0
             prev = own | (near & (np.asarray(score_of(t)) > low))
             masks[t] = prev
+
+
+def textured_pixels(rgb: np.ndarray, floor: float, window: int = 7) -> np.ndarray:
+    """(H, W) bool: pixels whose local gradient energy (Sobel, summed over a ``window`` square) reaches
+    ``floor`` times the frame's median. Optical flow in flat regions (over-exposed sky, a blank wall)
+    is set by the regulariser, not by the image, so its residual says nothing about motion."""
+    import cv2
+
+    g = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gx, gy = cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)
+    energy = cv2.boxFilter(gx * gx + gy * gy, -1, (window, window))
+    return energy >= floor * float(np.median(energy))
 
 
 def remove_small_components(mask: np.ndarray, min_fraction: float) -> np.ndarray:

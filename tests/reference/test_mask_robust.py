@@ -129,6 +129,40 @@ def test_temporal_fill_through_the_stage_restores_a_lost_frame(scene, setup, mon
     assert iou(back[k], truth[k]) >= 0.8 * iou(plain[k], truth[k]) and iou(back[k], truth[k]) >= 0.5
 
 
+def test_texture_floor_ignores_arbitrary_flow_in_flat_regions(scene, setup):
+    # An over-exposed band (flat colour) whose flow is arbitrary and forward-backward inconsistent,
+    # as DIS gives there (DAVIS dance-twirl: the white sky at the top, gradient energy ~2 % of the
+    # frame's median). With evidence counted wherever the flow stays in view the band is flagged;
+    # texture_floor counts inconsistent flow only where the image has texture.
+    from monst3r_fw_reference.motion_segmentation import textured_pixels
+
+    frames, cams, gt_flow, _ = setup
+    rgb = np.array(frames.rgb)
+    band = np.zeros(rgb.shape[1:3], bool)
+    band[:12] = True
+    rgb[:, band] = 250
+    flat = dataclasses.replace(frames, rgb=rgb)
+    assert not textured_pixels(rgb[0], 0.05)[:8].any() and textured_pixels(rgb[0], 0.05)[20:].mean() > 0.9
+    rng = np.random.default_rng(1)
+    fij, fji = np.array(gt_flow.flow_ij), np.array(gt_flow.flow_ji)
+    for f in (fij, fji):  # arbitrary, inconsistent, but landing inside the image
+        f[:, band] = rng.uniform(-3, 3, (f.shape[0], int(band.sum()), 2)).astype(np.float32) + [0, 20]
+    inputs = MaskInputs(frames=flat, flow=dataclasses.replace(gt_flow, flow_ij=fij, flow_ji=fji), cameras=cams)
+    kw = dict(pose_source="solver", **ROBUST, threshold=0.5, evidence_pixels="in_view")
+    truth = scene.dynamic_mask & ~band
+
+    def masks(**extra):
+        return np.asarray(FlowStaticMask(FlowStaticConfig(**kw, **extra)).run(inputs, RunContext()).dynamic)
+
+    plain, floored = masks(), masks(texture_floor=0.05)
+    print(f"flat band flagged: {plain[:, :8].mean():.2f} -> {floored[:, :8].mean():.2f}; "
+          f"IoU {iou(plain, truth):.3f} -> {iou(floored, truth):.3f}")
+    # rows 8-11 are within the 7x7 gradient window of textured rows: judged on the rows beyond it
+    assert plain[:, :8].mean() > 0.5
+    assert floored[:, :8].mean() < 0.02
+    assert iou(floored, truth) >= max(0.6, iou(plain, truth) + 0.1)
+
+
 def test_normalise_valid_ignores_invalid_pixels():
     torch.manual_seed(0)
     err = torch.rand(3, 8, 10) * 4.0
@@ -151,3 +185,4 @@ def test_defaults_are_official():
     assert (cfg.pose_source, cfg.valid_pixels, cfg.normalisation, cfg.morph_radius, cfg.threshold) == (
         "pair", "all", "minmax", 0, 0.35)
     assert cfg.fill_threshold is None and cfg.colour_refine == "off" and cfg.temporal_radius == 0
+    assert cfg.texture_floor == 0

@@ -36,6 +36,9 @@ Robust options (not official; the defaults reproduce the official behaviour):
   pair's valid pixels (a robust scale of the static background's residual) instead of min-max;
   0.5 means a residual ``median_scale`` times the typical one.
 * ``morph_radius``: binary opening then closing of the final mask with a square of side ``2r+1``.
+* ``texture_floor``: with ``evidence_pixels: in_view``, a forward-backward inconsistent pixel is
+  evidence only where the frame has texture (:func:`~monst3r_fw_reference.motion_segmentation.textured_pixels`):
+  DIS flow in flat regions is the regulariser's guess.
 * ``fill_threshold``: masks carried along the flow into frames that lost most of them, gaining the
   nearby pixels scoring over ``fill_threshold`` (:func:`~monst3r_fw_reference.motion_segmentation.temporal_fill`).
 * ``colour_refine: grabcut``: each frame's mask pruned to GrabCut's foreground
@@ -60,7 +63,7 @@ from monst3r_framework.stages import (
 
 from ..motion_segmentation import (
     camera_flow_homography, colour_prune, mask_confidence_from_stats, mask_frame_stats, mask_notices_from_area,
-    remove_small_components, temporal_average_frame, temporal_fill,
+    remove_small_components, temporal_average_frame, temporal_fill, textured_pixels,
 )
 from ..pose import pnp_world_from_cam, principal_point
 
@@ -121,6 +124,10 @@ class FlowStaticConfig(StageConfig):
                                  "frames within this radius, warped by the flow; 0 = off (official).")
     min_component: float = Field(0.0, ge=0, le=0.5, description="Drop connected mask components smaller than this "
                                  "fraction of the frame; 0 = keep all (official).")
+    texture_floor: float = Field(0.0, ge=0, le=1, description="evidence_pixels in_view: a forward-backward "
+                                 "inconsistent pixel counts as evidence only where the frame's local gradient energy "
+                                 "reaches this fraction of its median (DIS flow in flat, e.g. over-exposed, regions is "
+                                 "arbitrary); 0 = off.")
     fill_threshold: Optional[float] = Field(None, gt=0, le=1, description="Carry each mask along the flow into the "
                                             "next / previous frame where that frame's own mask holds under "
                                             "fill_min_kept of it, adding the pixels near the carried mask whose "
@@ -375,7 +382,11 @@ def flow_residual_maps(
                     depths.clear()
                     depths.update(zip(touched, read_rows(cameras.depth, touched).astype(np.float64)))
                 views = [] if view is None else list(pool.map(view, chunk) if pool is not None else map(view, chunk))
-                _accumulate(chunk, views, reader, cfg, ctx, total, count, (h, w))
+                textured = None
+                if cfg.texture_floor > 0:
+                    textured = {x: textured_pixels(np.asarray(frames.rgb[x]), cfg.texture_floor)
+                                for x in sorted({x for e in chunk for x in e})}
+                _accumulate(chunk, views, reader, cfg, ctx, total, count, (h, w), textured)
                 for f in sorted({x for e in chunk for x in e}):
                     if last_chunk[f] == c:  # its last edge is done: finish the frame
                         cnt = count.pop(f)
@@ -416,7 +427,7 @@ def _flow_lookup(flow: FlowField | FlowReader) -> Callable[[int, int], Optional[
 
 def _accumulate(chunk: list[tuple[int, int]], views: list[tuple], flow: FlowReader, cfg: FlowStaticConfig,
                 ctx: RunContext, total: dict[int, np.ndarray], count: dict[int, np.ndarray],
-                size_hw: tuple[int, int]) -> None:
+                size_hw: tuple[int, int], textured: Optional[dict[int, np.ndarray]] = None) -> None:
     """Add one chunk of edges' normalised residuals (and their weights) to the running per-frame sums."""
     import torch
 
@@ -467,6 +478,10 @@ def _accumulate(chunk: list[tuple[int, int]], views: list[tuple], flow: FlowRead
             f_b = w_b.reshape(len(chunk), -1).max(1)[:, None, None]
             w_a = _in_view(f_ab).numpy() * f_a
             w_b = _in_view(f_ba).numpy() * f_b
+            if textured is not None:  # flat regions: only forward-backward consistent flow is evidence
+                ta = np.stack([textured[a] for a, _ in chunk]) | valid_a.numpy()
+                tb = np.stack([textured[b] for _, b in chunk]) | valid_b.numpy()
+                w_a, w_b = w_a * ta, w_b * tb
     for m, (a, b) in enumerate(chunk):
         for f in (a, b):
             if f not in total:

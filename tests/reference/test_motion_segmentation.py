@@ -170,3 +170,21 @@ def test_temporal_fill_leaves_frames_alone_that_keep_most_of_the_carried_mask():
     temporal_fill(masks, lambda t: score[t], flow_to, 0.3, reach_px=2)
     # ... gets the carried square plus only the halo within reach of it
     assert masks[2][truth[2]].all() and masks[2].sum() <= (truth[2].sum() ** 0.5 + 4) ** 2
+
+
+def test_colour_prune_does_not_depend_on_opencvs_global_rng_state():
+    """GrabCut initialises its colour models from OpenCV's process-wide RNG: a frame's pruned mask must
+    be the same whatever ran before it in the process (the store caches it by config and inputs only)."""
+    import cv2
+
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (4, H, W, 3), dtype=np.uint8)  # colours overlap: the GMM start decides
+    mask = np.zeros((4, H, W), bool)
+    mask[:, 15:55, 30:90] = True
+    results = []
+    for state in (0, 123456):
+        cv2.setRNGSeed(state)
+        cv2.randu(np.empty((1000,), np.float32), 0, 1)  # other work drawing from the same RNG
+        results.append(colour_prune(rgb, mask, ring_px=9, core_px=2))
+    assert results[0].sum() < mask.sum()  # the cut did prune something
+    np.testing.assert_array_equal(results[0], results[1])

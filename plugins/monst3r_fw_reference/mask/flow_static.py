@@ -501,6 +501,7 @@ class FlowStaticMask(MaskBuilder):
     """
 
     name: ClassVar[str] = "flow_static"
+    version: ClassVar[str] = "2"  # 2: colour_refine's GrabCut seeded per frame (results no longer depend on the process)
     config_model = FlowStaticConfig
     config: FlowStaticConfig
     requires: ClassVar[frozenset[str]] = frozenset({"flow_estimator"})

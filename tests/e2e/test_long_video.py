@@ -15,7 +15,7 @@ probe (tests/e2e/long_video_probe.py: EXPORTERS) is measured on its own. The pro
 the check is known to be able to fail.
 
 The frame loader is the one stage that is not flat: it decodes the whole (selected) video into one
-(F, H, W, 3) uint8 array before committing it (9 KiB per frame at 64x48, 110 KiB at 256x144); the
+(F, H, W, 3) uint8 array before committing it (9 KiB per frame at 64x48, 108 KiB at 256x144); the
 test bounds it by 1.5 RGB frames per added frame so that it cannot get worse unnoticed.
 """
 

@@ -33,9 +33,8 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Iterator, Literal, Optional, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Optional, Sequence
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -45,6 +44,8 @@ from monst3r_framework.fingerprint import InputFile
 from monst3r_framework.stages import (
     CameraTrajectory, PairPredictions, PoseInputs, PoseSolver, RunContext, StageConfig, read_rows,
 )
+
+from .threads import torch_threads
 
 
 __all__ = [
@@ -340,7 +341,11 @@ class PnPMST(PoseSolver):
         return self.config.num_workers or max(1, os.cpu_count() or 1)
 
     def run(self, inputs: PoseInputs, ctx: RunContext) -> CameraTrajectory:
-        with _torch_threads(1):
+        # torch's work here is one frame's Procrustes (a few thousand points) or a 16-frame Weiszfeld
+        # focal at a time: too small for threads to pay, and on a loaded machine torch's waiting workers
+        # cost far more than the work (roma's weighted Procrustes of 3,072 points at load 16 on 2 cores:
+        # 103 ms wall / 34 ms CPU with 2 threads, 6 ms / 1.6 ms with 1).
+        with torch_threads(1):
             return self._solve(inputs, ctx)
 
     def _solve(self, inputs: PoseInputs, ctx: RunContext) -> CameraTrajectory:
@@ -608,23 +613,6 @@ class PnPMST(PoseSolver):
             raise StageError(f"pose_solver pnp_mst: focal estimate failed for frames {bad[:10]} (pointmaps with "
                              "non-positive depth?); pass a known `focal` or `intrinsics` in the recipe")
         return out
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op threads set to ``n`` for the block. The pose solver's torch work is one frame's
-    Procrustes (a few thousand points) or a 16-frame Weiszfeld focal at a time: too small for threads
-    to pay, and on a loaded machine torch's waiting workers cost far more than the work (roma's
-    weighted Procrustes of 3,072 points at load 16 on 2 cores: 103 ms wall / 34 ms CPU with 2 threads,
-    6 ms / 1.6 ms with 1)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _apply(t: np.ndarray, pts: np.ndarray) -> np.ndarray:

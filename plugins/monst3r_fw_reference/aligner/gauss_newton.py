@@ -34,13 +34,12 @@ fraction of the step budget), or as soon as the flow-free objective has converge
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
 from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import Callable, Optional, TypeVar
 
 import numpy as np
 import roma
@@ -49,6 +48,7 @@ import torch
 from monst3r_framework.errors import StageError
 
 from .config import MonST3RGAConfig
+from ..threads import torch_threads
 from .losses import _single_threaded_ops, kernel_workers, worker_count
 from .optimize import LOSS_NAMES, AlignProblem, Objective, build_params, conf_to_weight
 from .params import SceneParams, params_from_poses, pixel_grid_flat
@@ -81,17 +81,6 @@ def parallel_ranges(n_items: int, work: Callable[[int, int], T], per_thread: int
 
     with _single_threaded_ops(), ThreadPoolExecutor(threads) as pool:
         return list(pool.map(run, ranges))
-
-
-@contextlib.contextmanager
-def _intra_op_threads(n: int) -> Iterator[None]:
-    """torch intra-op threads set to ``n`` inside the block (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _depth_curvature_floor(h: torch.Tensor) -> torch.Tensor:
@@ -1038,7 +1027,7 @@ class GaussNewtonSolver:
             s = self._project_mat(s, diag)
         act = self.active
         sa = s if bool(act.all()) else s[act][:, act]  # the Cholesky reads only its lower triangle
-        with _intra_op_threads(worker_count()):  # one large LAPACK call: worth its thread team
+        with torch_threads(worker_count()):  # one large LAPACK call: worth its thread team
             chol, info = torch.linalg.cholesky_ex(sa)
             if int(info) != 0:
                 return None

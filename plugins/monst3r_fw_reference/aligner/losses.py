@@ -17,20 +17,16 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, ContextManager, Iterator, Optional, Sequence
 
 import torch
 
+from ..threads import torch_threads
 
-@contextlib.contextmanager
-def _single_threaded_ops() -> Iterator[None]:
+
+def _single_threaded_ops() -> ContextManager[None]:
     """Run torch ops on one intra-op thread each (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 #: worker threads of the fused kernels when set (kernel_workers); None: torch.get_num_threads()

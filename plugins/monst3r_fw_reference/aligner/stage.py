@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import ClassVar, Iterator, Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 
 from monst3r_framework.errors import StageError
 from monst3r_framework.stages import AlignerInputs, GlobalAligner, Reconstruction, RunContext
 
+from ..threads import torch_threads
 from .config import MonST3RGAConfig
 
 
@@ -82,21 +82,6 @@ def _results(params: SceneParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return c2w, k, depth
 
 
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    import torch
-
-    if n <= 0:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 class MonST3RGlobalAligner(GlobalAligner):
     """MonST3R global alignment: per-frame depth, poses and focal from all pair pointmaps, with the
     ego-motion flow loss on static pixels and temporal pose smoothness; batched or windowed."""
@@ -152,7 +137,7 @@ class MonST3RGlobalAligner(GlobalAligner):
         # windowed run holds one window of per-pixel arrays, not the whole video
         out = _Outputs(ctx, n_frames, size_hw, len(QUALITY_NAMES))
         seams: tuple[int, ...] = ()
-        with _threads(cfg.threads):
+        with torch_threads(cfg.threads):
             if mode == "batched" or n_frames <= cfg.window_size:
                 c2w, k, depth, conf, history, quality = self._batched(
                     inputs, np.arange(n_frames), np.arange(len(pairs)), use_flow, lookup, symmetric,

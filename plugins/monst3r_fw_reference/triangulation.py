@@ -19,6 +19,14 @@ For every undirected edge (a, b) of the scene graph:
    ambiguous (the spurious solution's translation points along the plane normal, its rotation is
    off by degrees); DIS noise tips long edges to it, the consistent graph of rotations does not.
    ``border_px`` keeps correspondences away from the image border, where flow is least accurate.
+   With ``focal_per_frame: zoom`` a camera that zooms gets one focal per frame: each adjacent pair's
+   static flow is fitted by rotation only and by rotation + zoom (the fits of the aligner's zoom check,
+   :mod:`monst3r_fw_reference.aligner.zoom`); when some pair is a zoom, the scale factors of the pairs the
+   zoom model fits clearly better are chained into per-frame focals (the median frame keeping the prior).
+   Each edge's two-view fit then sees frame b's pixels moved to frame a's focal
+   (``x' = pp + f_a / f_b (x - pp)``, which leaves the rotation unchanged) and each frame's pixels are
+   triangulated on the rays of its own focal. With one focal for both views a zoom is triangulated as
+   motion along the optical axis and the pointmaps carry it into the pose solver and the aligner.
 3. **Dense triangulation.** Every pixel of frame a is triangulated *on its own ray* (so the
    pointmap stays pixel-aligned, like a network's): its depth ``s`` along ``K^-1 (x, y, 1)`` is the
    linear least-squares solution of the two projection equations in frame b with the flow target
@@ -58,7 +66,7 @@ import numpy as np
 from pydantic import Field
 
 from monst3r_framework.errors import StageError
-from monst3r_framework.stages import PairInputs, PairPredictions, PairPredictor, RunContext, StageConfig
+from monst3r_framework.stages import FlowField, PairInputs, PairPredictions, PairPredictor, RunContext, StageConfig
 
 from .rotation_averaging import average_rotations
 from .two_view import EdgeGeometry, relative_pose_from_flow, sample_correspondences, translation_given_rotation
@@ -102,6 +110,15 @@ class FlowTriangulationConfig(StageConfig):
     rotation_scale_deg: float = Field(
         0.5, gt=0, le=90, description="Cauchy scale of the edge residual angles in rotation averaging, in degrees.")
     batch_size: int = Field(8, ge=1, le=1024, description="Edges triangulated together (memory ~ 1 KB per pixel per edge).")
+    focal_per_frame: Literal["off", "zoom"] = Field(
+        "off", description="off: one focal (focal / fov_deg) for every frame. zoom: when the flow of some adjacent "
+        "frames is a zoom (rotation + zoom fits it much better than rotation alone and the scale changes by more "
+        "than zoom_threshold, the test of monst3r_ga's zoom_check), each frame gets its own focal from the chained "
+        "scale factors of the adjacent pairs whose zoom fit has at most half the rotation-only error, the median "
+        "frame keeping focal / fov_deg; every pair is then triangulated with both frames' own intrinsics. Without "
+        "a zoom the output is that of 'off'.")
+    zoom_threshold: float = Field(
+        0.01, gt=0, le=0.5, description="focal_per_frame zoom: smallest scale change per frame that counts as a zoom.")
 
 
 def intrinsics_from_config(h: int, w: int, focal: Optional[float], fov_deg: float) -> np.ndarray:
@@ -130,7 +147,8 @@ def triangulate_on_rays(flow: torch.Tensor, fb_error: torch.Tensor, cam_b_from_c
         flow: (B, H, W, 2) float flow a -> b in pixels.
         fb_error: (B, H, W) forward-backward error of ``flow`` in pixels.
         cam_b_from_cam_a: (B, 4, 4) float64 relative poses (unit translation).
-        k: (3, 3) float64 pixel intrinsics.
+        k: (3, 3) float64 pixel intrinsics of both frames, or (B, 2, 3, 3): per edge those of frame a and of
+            frame b.
         config: confidence and clipping settings.
     Returns:
         depth (B, H, W) float64 z-depth in camera a (clipped, finite), quality q (B, H, W) float64 in
@@ -140,10 +158,16 @@ def triangulate_on_rays(flow: torch.Tensor, fb_error: torch.Tensor, cam_b_from_c
 
     dt = torch.float64
     b, h, w, _ = flow.shape
-    fx, fy, cx, cy = float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2])
+    k = torch.as_tensor(k, dtype=dt)
+    if k.ndim == 2:
+        fx, fy, cx, cy = float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2])
+        fxa, fya, cxa, cya = fx, fy, cx, cy
+    else:  # per edge: frame a's intrinsics for its rays, frame b's for the projection into b
+        fxa, fya, cxa, cya = (k[:, 0, r, c].view(b, 1, 1) for r, c in ((0, 0), (1, 1), (0, 2), (1, 2)))
+        fx, fy, cx, cy = (k[:, 1, r, c].view(b, 1, 1) for r, c in ((0, 0), (1, 1), (0, 2), (1, 2)))
     xs = torch.arange(w, dtype=dt).view(1, 1, w)
     ys = torch.arange(h, dtype=dt).view(1, h, 1)
-    ax, ay = (xs - cx) / fx, (ys - cy) / fy  # ray of each pixel in camera a, z = 1
+    ax, ay = (xs - cxa) / fxa, (ys - cya) / fya  # ray of each pixel in camera a, z = 1
     rot, trans = cam_b_from_cam_a[:, :3, :3].to(dt), cam_b_from_cam_a[:, :3, 3].to(dt)
     # Component-wise (B, H, W) tensors: far cheaper than (..., 3) stacks and norms over the last axis.
     rr = [rot[:, c, 0].view(b, 1, 1) * ax + rot[:, c, 1].view(b, 1, 1) * ay + rot[:, c, 2].view(b, 1, 1)
@@ -216,6 +240,32 @@ class FlowTriangulation(PairPredictor):
         """(3, 3) float64 pixel intrinsics this stage assumes for an H x W frame."""
         return intrinsics_from_config(h, w, self.config.focal, self.config.fov_deg)
 
+    def frame_focals(self, flow: FlowField, n_frames: int, k: np.ndarray, ctx: RunContext) -> np.ndarray:
+        """(F,) float64 focal of each frame (``focal_per_frame``): the config focal everywhere unless some
+        adjacent pair's flow is a zoom; then the chained zoom factors, the median frame at the config focal."""
+        from .aligner.zoom import adjacent_zoom, zoom_flags
+
+        f0 = float(k[0, 0])
+        focals = np.full(n_frames, f0)
+        if self.config.focal_per_frame == "off" or n_frames < 2:
+            return focals
+        fits = adjacent_zoom(flow, None, n_frames, focals, np.tile(k[:2, 2], (n_frames, 1)))
+        flagged = zoom_flags(fits, self.config.zoom_threshold)
+        if not flagged.any():
+            ctx.log(f"flow_triangulation: no zoom (largest scale change {np.nanmax(np.abs(fits[:, 0] - 1)):.2%} per "
+                    f"frame), focal {f0:.1f} px for every frame")
+            return focals
+        with np.errstate(invalid="ignore"):
+            use = flagged | (fits[:, 2] <= 0.5 * fits[:, 1])
+        use &= np.isfinite(fits[:, 0])
+        log_f = np.concatenate([[0.0], np.cumsum(np.where(use, np.log(np.where(use, fits[:, 0], 1.0)), 0.0))])
+        focals = f0 * np.exp(log_f - np.median(log_f))
+        rows = np.flatnonzero(flagged)
+        ctx.log(f"flow_triangulation: zoom between frames {int(rows[0])}-{int(rows[-1]) + 1} ({len(rows)} adjacent pairs "
+                f"over {self.config.zoom_threshold:.0%} per frame; {int(use.sum())} pairs' scale factors chained): "
+                f"per-frame focal {focals.min():.1f}-{focals.max():.1f} px")
+        return focals
+
     def run(self, inputs: PairInputs, ctx: RunContext) -> PairPredictions:
         import torch
 
@@ -229,6 +279,26 @@ class FlowTriangulation(PairPredictor):
         k_t = torch.from_numpy(k)
         rays = np.stack(np.meshgrid((np.arange(w) - k[0, 2]) / k[0, 0], (np.arange(h) - k[1, 2]) / k[1, 1]), -1)
         rays = np.concatenate([rays, np.ones((h, w, 1))], -1).astype(np.float64)  # (H, W, 3), z = 1
+        # Per-frame intrinsics (focal_per_frame: zoom); all equal to k otherwise, and then every step
+        # below is the single-focal computation.
+        focals = self.frame_focals(inputs.flow, inputs.frames.n_frames, k, ctx)
+        per_frame = bool(np.any(focals != k[0, 0]))
+        ks = np.repeat(k[None], len(focals), 0)
+        ks[:, 0, 0] = ks[:, 1, 1] = focals
+
+        def rays_of(f: int) -> np.ndarray:  # (H, W, 3) rays of frame f, z = 1
+            return rays * np.array([k[0, 0] / focals[f], k[1, 1] / focals[f], 1.0]) if per_frame else rays
+
+        grid = torch.from_numpy(np.stack(np.meshgrid(np.arange(w), np.arange(h)), -1).astype(np.float32)
+                                - k[:2, 2].astype(np.float32))  # (H, W, 2) pixel - principal point
+
+        def in_focal_of_a(batch: np.ndarray, f_ab: torch.Tensor) -> torch.Tensor:
+            """flow a -> b with frame b's pixels moved to frame a's focal (x' = pp + f_a / f_b (x - pp)), so
+            a two-view fit with frame a's intrinsics sees one camera model (rotations are unchanged)."""
+            if not per_frame:
+                return f_ab
+            r = torch.from_numpy((focals[batch[:, 0]] / focals[batch[:, 1]]).astype(np.float32)).view(-1, 1, 1, 1)
+            return f_ab * r + grid * (r - 1.0)
 
         n = len(pairs)
         # written pair by pair into the store workspace under the runner (numpy otherwise): a long video's
@@ -245,8 +315,8 @@ class FlowTriangulation(PairPredictor):
         users: dict[tuple[int, int], list[int]] = {}
         for p, (i, j) in enumerate(pairs):
             if i == j:
-                pts_i[p] = rays
-                pts_j[p] = rays
+                pts_i[p] = rays_of(int(i))
+                pts_j[p] = rays_of(int(i))
                 conf_i[p] = 1.0
                 conf_j[p] = 1.0
             else:
@@ -265,8 +335,9 @@ class FlowTriangulation(PairPredictor):
             return ctx.seed * 100003 + int(a) * 1009 + int(b)
 
         def two_view(batch: np.ndarray, f_ab: torch.Tensor, fb_a: torch.Tensor) -> list[EdgeGeometry]:
+            f_ab = in_focal_of_a(batch, f_ab)
             return [relative_pose_from_flow(
-                f_ab[e].numpy(), fb_a[e].numpy(), k, max_correspondences=cfg.max_correspondences,
+                f_ab[e].numpy(), fb_a[e].numpy(), ks[a], max_correspondences=cfg.max_correspondences,
                 fb_threshold_px=cfg.fb_threshold_px, ransac_threshold_px=cfg.ransac_threshold_px,
                 ransac_confidence=cfg.ransac_confidence, min_inliers=cfg.min_inliers,
                 seed=seed_of(a, b), border_px=cfg.border_px) for e, (a, b) in enumerate(batch)]
@@ -300,13 +371,14 @@ class FlowTriangulation(PairPredictor):
                 f_ab, f_ba, fb_a, fb_b = load(batch)
                 if all_geos:
                     geos = []
+                    f_ab_a = in_focal_of_a(batch, f_ab)
                     for e, (a, b) in enumerate(batch):
                         geo = all_geos[(int(a), int(b))]
                         if not geo.degenerate:
                             p1, p2 = sample_correspondences(
-                                f_ab[e].numpy(), fb_a[e].numpy(), max_correspondences=cfg.max_correspondences,
+                                f_ab_a[e].numpy(), fb_a[e].numpy(), max_correspondences=cfg.max_correspondences,
                                 fb_threshold_px=cfg.fb_threshold_px, border_px=cfg.border_px, seed=seed_of(a, b))
-                            pose = translation_given_rotation(geo.cam_b_from_cam_a[:3, :3], p1, p2, k,
+                            pose = translation_given_rotation(geo.cam_b_from_cam_a[:3, :3], p1, p2, ks[a],
                                                               starts=(geo.cam_b_from_cam_a[:3, 3],),
                                                               ransac_threshold_px=cfg.ransac_threshold_px)
                             geo = EdgeGeometry(pose, geo.inliers, False)
@@ -315,8 +387,13 @@ class FlowTriangulation(PairPredictor):
                     geos = two_view(batch, f_ab, fb_a)
                 b_from_a = torch.from_numpy(np.stack([g.cam_b_from_cam_a for g in geos]))
                 a_from_b = torch.linalg.inv(b_from_a)
-                depth_a, q_a, par_a = triangulate_on_rays(f_ab, fb_a, b_from_a, k_t, cfg)
-                depth_b, q_b, _ = triangulate_on_rays(f_ba, fb_b, a_from_b, k_t, cfg)
+                if per_frame:
+                    k_ab = torch.from_numpy(np.stack([ks[batch[:, 0]], ks[batch[:, 1]]], 1))  # (B, 2, 3, 3)
+                    k_ba = k_ab.flip(1)
+                else:
+                    k_ab = k_ba = k_t
+                depth_a, q_a, par_a = triangulate_on_rays(f_ab, fb_a, b_from_a, k_ab, cfg)
+                depth_b, q_b, _ = triangulate_on_rays(f_ba, fb_b, a_from_b, k_ba, cfg)
                 for e, (a, b) in enumerate(batch):
                     geo = geos[e]
                     if not geo.degenerate:
@@ -327,12 +404,12 @@ class FlowTriangulation(PairPredictor):
                                                f"median parallax {med_par:.3f} deg < min_parallax_deg")
                     if geo.degenerate:
                         degenerate.append(f"({int(a)}, {int(b)}): {geo.reason}")
-                        xa = xb = rays
+                        xa, xb = rays_of(int(a)), rays_of(int(b))
                         ca = cb = np.ones((h, w), np.float32)
                         pose = np.eye(4)
                     else:
-                        xa = rays * depth_a[e].numpy()[..., None]  # frame a's points in camera a
-                        xb = rays * depth_b[e].numpy()[..., None]  # frame b's points in camera b
+                        xa = rays_of(int(a)) * depth_a[e].numpy()[..., None]  # frame a's points in camera a
+                        xb = rays_of(int(b)) * depth_b[e].numpy()[..., None]  # frame b's points in camera b
                         ca = (1.0 + (cfg.max_conf - 1.0) * q_a[e].numpy()).astype(np.float32)
                         cb = (1.0 + (cfg.max_conf - 1.0) * q_b[e].numpy()).astype(np.float32)
                         pose = geo.cam_b_from_cam_a

@@ -335,3 +335,35 @@ def test_coarse_to_fine_reaches_the_full_solve(small, small_full_solve, depth_mo
     assert ate_2 <= 1.1 * ate_1 + 0.05 and rel_2 <= 1.05 * rel_1 + 1e-4
     assert c2f.loss_history.shape[1] == 7 and c2f.loss_history[-1, 3] > 0
     assert len(c2f.loss_history) > len(full.loss_history) // 2
+
+
+# ---- gn_free_depth: depths that only the flow term constrains ---------------------------------
+
+
+def test_free_depths_are_held_where_they_start(small):
+    """gn_free_depth hold: pixels with no alignment weight (confidence 1 in every pair view of their frame) keep
+    their initial depth exactly; every other depth is solved as with 'solve', where the free ones move."""
+    inputs = small.inputs
+    pred = inputs.predictions
+    pairs = np.asarray(pred.pairs)
+    conf_i, conf_j = np.array(pred.conf_i), np.array(pred.conf_j)
+    conf_i[pairs[:, 0] == 3, :6] = 1.0  # frame 3's top six rows: log(conf) = 0 in all its views
+    conf_j[pairs[:, 1] == 3, :6] = 1.0
+    inputs = dataclasses.replace(inputs, predictions=dataclasses.replace(pred, conf_i=conf_i, conf_j=conf_j))
+    init = np.asarray(inputs.init.depth, np.float64)
+    out = {}
+    for mode in ("solve", "hold"):
+        torch.manual_seed(0)
+        cfg = MonST3RGAConfig(solver="gauss_newton", gn_free_depth=mode, flow_loss_weight=0.5, flow_loss_start=0.0)
+        rec = MonST3RGlobalAligner(cfg).run(inputs, RunContext())
+        out[mode] = (np.asarray(rec.depth, np.float64), depth_abs_rel(rec.depth, small.gt_depth))
+    free = np.zeros(init.shape, bool)
+    free[3, :6] = True
+    (d_solve, rel_solve), (d_hold, rel_hold) = out["solve"], out["hold"]
+    # held: the initial depths up to the one scale the stage applies to the whole reconstruction
+    log_ratio = np.log(d_hold[free] / init[free])
+    assert np.ptp(log_ratio) < 1e-5, np.ptp(log_ratio)
+    assert np.ptp(np.log(d_solve[free] / init[free])) > 0.02  # 'solve' moves them
+    # the constrained depths end where 'solve' puts them (same objective there, up to the held pixels' pull)
+    assert np.median(np.abs(d_hold[~free] / d_solve[~free] - 1.0)) < 0.01
+    assert rel_hold < rel_solve * 1.2 + 1e-3

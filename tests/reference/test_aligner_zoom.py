@@ -114,3 +114,20 @@ def test_aligner_summary_reports_a_zoom_only_where_the_flow_has_one(case):
     # per-frame focal can model a zoom: reported in the summary, no notice
     rec = _run(zoomed, flow_loss_weight=0.01, shared_focal=False)
     assert rec.run_summary["zoom"]["flagged_pairs"] and not any("zoom" in line for line in rec.notices)
+
+
+def test_shared_focal_auto_follows_the_initial_focals(case):
+    """shared_focal: auto is one focal while the initial focals agree to 1 %, one per frame otherwise."""
+    logs = []
+    torch.manual_seed(0)
+    rec = MonST3RGlobalAligner(MonST3RGAConfig(iterations=5, threads=1, shared_focal="auto")).run(
+        case.inputs, RunContext(log=logs.append))
+    assert np.ptp(np.asarray(rec.intrinsics)[:, 0, 0]) == 0.0 and not any("shared_focal auto" in m for m in logs)
+    k = np.array(case.inputs.init.intrinsics)
+    k[:, 0, 0] = k[:, 1, 1] = k[0, 0, 0] * np.linspace(1.0, 0.9, len(k))  # a 10 % zoom over the clip
+    zoomed = dataclasses.replace(case.inputs, init=dataclasses.replace(case.inputs.init, intrinsics=k))
+    stage = MonST3RGlobalAligner(MonST3RGAConfig(iterations=5, threads=1, shared_focal="auto"))
+    rec = stage.run(zoomed, RunContext(log=logs.append))
+    f = np.asarray(rec.intrinsics)[:, 0, 0]
+    assert f[-1] < 0.95 * f[0] and any("shared_focal auto -> one focal per frame" in m for m in logs)
+    assert stage.config.shared_focal == "auto"  # the stage's config is left as it was

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
@@ -20,7 +20,10 @@ class MonST3RGAConfig(StageConfig):
     lr: float = Field(0.01, gt=0, le=1.0, description="Initial Adam learning rate.")
     lr_min: float = Field(1e-3, ge=0, le=1.0, description="Final learning rate of the schedule.")
     schedule: Literal["linear", "cosine"] = Field("linear", description="Learning-rate schedule from lr to lr_min.")
-    shared_focal: bool = Field(True, description="One focal length for all frames (demo default).")
+    shared_focal: Union[bool, Literal["auto"]] = Field(
+        True, description="One focal length for all frames (demo default). auto: one focal unless the initial "
+        "focals (the pose solver's) differ by more than 1% between frames, e.g. because flow_triangulation's "
+        "focal_per_frame found a zoom; then one per frame.")
     optimize_pp: bool = Field(False, description="Optimise principal points ((W/2, H/2) + 10 p); else fixed at the centre.")
     fix_poses: bool = Field(False, description="Keep the initial camera poses (known poses); disables scale normalisation.")
     fix_intrinsics: bool = Field(False, description="Keep the initial focal lengths and principal points (known intrinsics).")
@@ -83,6 +86,14 @@ class MonST3RGAConfig(StageConfig):
         "constrains (confidence 1, i.e. alignment weight 0) and whose flow fits rotation alone better than any parallax "
         "has its optimum at infinite depth, which LM reaches (DAVIS car-shadow: 6.7e12 x the median) and Adam's "
         "bounded steps do not. 100: the bound of flow_triangulation's max_depth_ratio. 0: no bound.")
+    gn_free_depth: Literal["solve", "hold"] = Field(
+        "solve", description="gauss_newton: 'hold' keeps the depth of every pixel whose summed alignment weight "
+        "(conf_transform of its confidence over all the pair views it appears in) is below gn_free_weight where it "
+        "starts: nothing but the flow term constrains such a pixel, and a flow that rotation explains as well as "
+        "parallax sends it to the depth bound (classical demo 6 frames 96x64: see docs/global-aligner.md). "
+        "'solve': every depth is a variable (the official objective's optimum).")
+    gn_free_weight: float = Field(
+        0.05, ge=0, description="gauss_newton with gn_free_depth hold: alignment weight under which a depth is held.")
     gn_hessian_pixels: int = Field(1024, ge=0, description="gauss_newton: pixels per frame (a regular subset) on which "
                                    "the reduced camera system is accumulated; 0: all. Gradient and depth steps use all.")
     gn_coarse_stride: int = Field(

@@ -912,6 +912,15 @@ def smoothness_hessian(st: GNState, cfg: MonST3RGAConfig) -> Optional[torch.Tens
 # ------------------------------------------------------------------------------------------
 
 
+def alignment_weight(problem: AlignProblem, model: "IRLSModel") -> torch.Tensor:
+    """(F, N) float32 summed alignment weight (``conf_transform`` of the confidence) of each frame pixel over
+    every pair view it appears in: view i of the edges leaving the frame, view j of those entering it."""
+    w = torch.zeros(problem.n_frames, problem.depth.shape[1])
+    w.index_add_(0, problem.ei, model.w_i.to(w.dtype))
+    w.index_add_(0, problem.ej, model.w_j.to(w.dtype))
+    return w
+
+
 def bound_depths(st: GNState, ratio: float) -> GNState:
     """``st`` with every log-depth clamped to its frame's median +- log(ratio) (``gn_max_depth_ratio``; 0: as is)."""
     if ratio <= 0:
@@ -957,6 +966,10 @@ class GaussNewtonSolver:
             act[self.lay.focal_slice()] = False
         self.active = act
         self.fix_depth = cfg.fix_depth
+        #: (F, N) bool pixels whose depth stays where it starts (gn_free_depth: hold), or None
+        self.held = None
+        if cfg.gn_free_depth == "hold" and not cfg.fix_depth:
+            self.held = alignment_weight(problem, self.model) < cfg.gn_free_weight
 
     def _tangent(self, st: GNState, delta=None, grad: bool = False) -> TangentParams:
         return TangentParams(st, self.p.n_frames, self.cfg.shared_focal, self.norm_scale, delta, grad)
@@ -997,6 +1010,8 @@ class GaussNewtonSolver:
         lin = {"hcc": hcc, "gc": gc, "gd": g["logd"], "prior": prior}
         if not self.fix_depth:
             cw = cpl / _depth_curvature_floor(hdd)[:, None, :]  # (F, Kf, n)
+            if self.held is not None:  # held depths are constants: no Schur correction from them
+                cw = cw * (~self.held[:, self.pix])[:, None, :]
             blocks = torch.bmm(cw, cpl.transpose(1, 2)).double() * self.rho  # sum c c^T / h
             corr = torch.bmm(cw, g["logd"][:, self.pix, None])[..., 0].double() * self.rho  # sum c g_d / h
             k1 = self.lay.K + 1
@@ -1040,6 +1055,8 @@ class GaussNewtonSolver:
         if lin["prior"] is not None:
             h = h + lin["prior"]
         dcam["logd"] = -(lin["gd"] + cdc) / (_depth_curvature_floor(h) * (1.0 + lam))
+        if self.held is not None:
+            dcam["logd"] = dcam["logd"].masked_fill(self.held, 0.0)
         if not all(bool(torch.isfinite(v).all()) for v in dcam.values()):
             return None  # treated like a failed factorisation: more damping
         return dcam

@@ -105,6 +105,19 @@ class MonST3RGlobalAligner(GlobalAligner):
         from .optimize import LOSS_NAMES
         from .quality import QUALITY_NAMES, run_summary, summary_lines
 
+        if self.config.shared_focal == "auto":
+            # resolved once from the initial focals; everything below sees a bool
+            focals = np.asarray(inputs.init.intrinsics, np.float64)[:, 0, 0]
+            shared = bool(focals.max() <= 1.01 * focals.min())
+            if not shared:
+                ctx.log(f"monst3r_ga: shared_focal auto -> one focal per frame (initial focals "
+                        f"{focals.min():.1f}-{focals.max():.1f} px)")
+            original = self.config
+            self.config = original.model_copy(update={"shared_focal": shared})
+            try:
+                return self.run(inputs, ctx)
+            finally:
+                self.config = original
         cfg = self.config
         if cfg.window_overlap >= cfg.window_size:
             raise StageError(

@@ -89,13 +89,21 @@ def adjacent_zoom(flow, masks, n_frames: int, focal: np.ndarray, pp: np.ndarray,
     return out
 
 
+def zoom_flags(fits: np.ndarray, threshold: float, min_gain_px: float = 0.5) -> np.ndarray:
+    """(F-1,) bool: the adjacent pairs of :func:`adjacent_zoom`'s fits whose flow is a zoom, i.e. the zoom
+    model changes the scale by more than ``threshold`` and its median error is at most half the
+    rotation-only one and at least ``min_gain_px`` lower (NaN rows: False)."""
+    s, e_rot, e_zoom = fits[:, 0], fits[:, 1], fits[:, 2]
+    with np.errstate(invalid="ignore"):
+        flagged = (np.abs(np.log(s)) > np.log1p(threshold)) & (e_zoom <= 0.5 * e_rot) & (e_rot - e_zoom >= min_gain_px)
+    return np.nan_to_num(flagged, nan=0).astype(bool)
+
+
 def zoom_report(fits: np.ndarray, world_from_cam: np.ndarray, threshold: float, min_gain_px: float = 0.5,
                 ) -> tuple[dict[str, Any], Optional[str]]:
     """Summary entry and (when some pair is flagged) one notice line from :func:`adjacent_zoom`'s fits."""
     s, e_rot, e_zoom = fits[:, 0], fits[:, 1], fits[:, 2]
-    with np.errstate(invalid="ignore"):
-        flagged = (np.abs(np.log(s)) > np.log1p(threshold)) & (e_zoom <= 0.5 * e_rot) & (e_rot - e_zoom >= min_gain_px)
-    flagged = np.nan_to_num(flagged, nan=0).astype(bool)
+    flagged = zoom_flags(fits, threshold, min_gain_px)
     centres = np.asarray(world_from_cam, np.float64)[:, :3, 3]
     steps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
     med = float(np.median(steps)) if len(steps) else 0.0

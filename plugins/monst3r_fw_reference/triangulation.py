@@ -110,13 +110,13 @@ class FlowTriangulationConfig(StageConfig):
     rotation_scale_deg: float = Field(
         0.5, gt=0, le=90, description="Cauchy scale of the edge residual angles in rotation averaging, in degrees.")
     batch_size: int = Field(8, ge=1, le=1024, description="Edges triangulated together (memory ~ 1 KB per pixel per edge).")
-    focal_per_frame: Literal["off", "zoom"] = Field(
-        "off", description="off: one focal (focal / fov_deg) for every frame. zoom: when the flow of some adjacent "
+    focal_per_frame: Literal["shared", "zoom"] = Field(
+        "shared", description="shared: one focal (focal / fov_deg) for every frame. zoom: when the flow of some adjacent "
         "frames is a zoom (rotation + zoom fits it much better than rotation alone and the scale changes by more "
         "than zoom_threshold, the test of monst3r_ga's zoom_check), each frame gets its own focal from the chained "
         "scale factors of the adjacent pairs whose zoom fit has at most half the rotation-only error, the median "
         "frame keeping focal / fov_deg; every pair is then triangulated with both frames' own intrinsics. Without "
-        "a zoom the output is that of 'off'.")
+        "a zoom the output is that of 'shared'.")
     zoom_threshold: float = Field(
         0.01, gt=0, le=0.5, description="focal_per_frame zoom: smallest scale change per frame that counts as a zoom.")
 
@@ -247,7 +247,7 @@ class FlowTriangulation(PairPredictor):
 
         f0 = float(k[0, 0])
         focals = np.full(n_frames, f0)
-        if self.config.focal_per_frame == "off" or n_frames < 2:
+        if self.config.focal_per_frame == "shared" or n_frames < 2:
             return focals
         fits = adjacent_zoom(flow, None, n_frames, focals, np.tile(k[:2, 2], (n_frames, 1)))
         flagged = zoom_flags(fits, self.config.zoom_threshold)

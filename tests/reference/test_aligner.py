@@ -115,6 +115,84 @@ def test_windowed_agrees_with_batched(case):
     assert MonST3RGlobalAligner(MonST3RGAConfig(window_size=40, window_overlap=16)).window_starts(100) == [0, 24, 48, 60]
 
 
+def test_windowed_hold_solves_each_frame_and_pair_once(case, monkeypatch):
+    """window_hold = window_overlap: the overlap frames are held at the earlier window's solution, so every
+    frame's depth and pose is optimised in exactly one window and every pair inside a window in exactly one."""
+    from monst3r_fw_reference.aligner import optimize
+
+    calls = []
+    real = optimize.optimise
+
+    def counting(problem, cfg, *a, **kw):
+        params, history = real(problem, cfg, *a, **kw)
+        held = problem.fixed_frames if problem.fixed_frames is not None else torch.zeros(problem.n_frames, dtype=torch.bool)
+        moved = (params.im_logdepth.detach() - problem.depth.log()).abs().amax(dim=1) > 0
+        pose_moved = (params.world_from_cam().detach() - problem.world_from_cam).abs().amax(dim=(1, 2)) > 1e-6
+        calls.append((problem.n_frames, held.numpy().copy(), moved.numpy(), pose_moved.numpy(), problem.n_edges))
+        return params, history
+
+    monkeypatch.setattr(optimize, "optimise", counting)
+    kw = dict(iterations=150, smoothness_weight=0.0, flow_loss_weight=0.0, mode="windowed", window_size=8, window_overlap=4)
+    held = _run(case, window_hold=4, **kw)
+    # windows [0, 8) and [4, 12): the second holds frames 4-7
+    assert [c[0] for c in calls] == [8, 8]
+    np.testing.assert_array_equal(calls[0][1], np.zeros(8, bool))
+    np.testing.assert_array_equal(calls[1][1], np.arange(8) < 4)
+    # depth and pose moved exactly where they were free: frames 0-7 in window 0, frames 8-11 in window 1
+    for col in (2, 3):
+        np.testing.assert_array_equal(calls[0][col], np.ones(8, bool))
+        np.testing.assert_array_equal(calls[1][col], np.arange(8) >= 4)
+    solved = np.concatenate([np.arange(8)[calls[0][2]], 4 + np.arange(8)[calls[1][2]]])
+    np.testing.assert_array_equal(solved, np.arange(N_FRAMES))  # each frame once
+    pairs = np.asarray(case.inputs.predictions.pairs)
+    assert calls[0][4] == (pairs.max(1) < 8).sum()
+    assert calls[1][4] == ((pairs.min(1) >= 4) & (pairs.max(1) >= 8)).sum()  # pairs wholly in frames 4-7 left out
+    assert calls[0][4] + calls[1][4] == ((pairs.min(1) >= 4) | (pairs.max(1) < 8)).sum()  # each pair once
+    calls.clear()
+    keep = _run(case, **kw)
+    assert [c[1].any() for c in calls] == [False, False] and [c[4] for c in calls] == [(pairs.max(1) < 8).sum()] * 2
+    # frames 0-7 are window 0's solution in both (keep: the earlier window's values on the overlap)
+    np.testing.assert_array_equal(held.world_from_cam[:8], keep.world_from_cam[:8])
+    assert held.window_seams == (8,) and held.run_summary["window_seams"]["frames"] == [8]
+    assert ate_percent(held.world_from_cam, case.gt_world_from_cam) < 2.0  # keep: 0.91, held: 1.82 on 4 new frames
+    assert depth_abs_rel(held.depth, case.gt_depth) < 0.02
+    assert seam_step_ratios(held.world_from_cam, (8,))[0] < 3.0
+    # a held overlap shorter than the overlap: the rest is re-solved and blended; the last window is cut short
+    stage = MonST3RGlobalAligner(MonST3RGAConfig(window_size=40, window_overlap=16, window_hold=10))
+    assert stage.window_bounds(100) == [(0, 40), (24, 64), (48, 88), (72, 100)]
+    assert MonST3RGlobalAligner(MonST3RGAConfig(window_size=40, window_overlap=16)).window_bounds(100) == [
+        (0, 40), (24, 64), (48, 88), (60, 100)]
+    # window_fit_memory: the largest window whose estimate fits the budget (pairs per frame of the video)
+    from monst3r_fw_reference.aligner.stage import estimate_batched_bytes
+
+    fit = MonST3RGlobalAligner(MonST3RGAConfig(window_size=100, window_overlap=16, window_fit_memory=True, max_memory_gb=1.5))
+    size = fit.fitted_window_size(1000, 10000, (144, 256), True, True)
+    est = lambda f: estimate_batched_bytes(f, 10 * f, (144, 256), use_flow=True, symmetric=True, implementation="fused", chunk=4)  # noqa: E731
+    assert 16 + 2 <= size < 100 and est(size) <= 1.5 * 2**30 < est(size + 1)
+    assert fit.choose_mode(100, 1000, (144, 256), True, True) == "windowed"  # 100 frames do not fit either
+    assert fit.fitted_window_size(1000, 10000, (48, 64), True, True) == 100
+    with pytest.raises(ValueError, match="window_hold"):
+        MonST3RGAConfig(window_hold=2, solver="gauss_newton")
+    with pytest.raises(ValueError, match="exceeds window_overlap"):
+        MonST3RGAConfig(window_overlap=4, window_hold=5)
+
+
+def test_held_frames_keep_the_scene_scale(case):
+    """With held frames the edges' geometric-mean scale stays where their fits put it (no rescale of the
+    scene to base_scale, which would move the held frames) and is still normalised during the solve."""
+    inp = case.inputs
+    prob = load_problem(inp, np.arange(8), np.flatnonzero(np.asarray(inp.predictions.pairs).max(1) < 8), use_flow=False,
+                        lookup=None, symmetric=True, world_from_cam=inp.init.world_from_cam[:8],
+                        intrinsics=inp.init.intrinsics[:8], depth=np.asarray(inp.init.depth[:8]),
+                        fixed_frames=np.arange(8) < 4)
+    params = build_params(prob, MonST3RGAConfig())
+    assert params.norm_pw_scale and float(params.norm_scale_factor().detach()) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(params.depth().detach().numpy(), prob.depth.numpy(), rtol=1e-5)
+    assert not params.im_focals.requires_grad  # shared focal held with the held frames
+    free = build_params(dataclasses.replace(prob, fixed_frames=None), MonST3RGAConfig())
+    assert float(free.pw_scale().detach().log().mean().exp()) == pytest.approx(0.5, rel=1e-5)  # official rescale
+
+
 def test_blend_frames_and_seam_ratios():
     rng = np.random.default_rng(0)
     r = torch.from_numpy(rng.normal(size=(3, 3)))

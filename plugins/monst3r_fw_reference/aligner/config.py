@@ -50,6 +50,17 @@ class MonST3RGAConfig(StageConfig):
     window_stitch: Literal["keep", "blend"] = Field(
         "keep", description="keep: overlap frames keep the earlier window's solution (a step can appear at the seam); "
         "blend: cross-fade the two solutions over the overlap (rotations geodesically), so windows meet without a step.")
+    window_fit_memory: bool = Field(
+        False, description="Windowed: use the largest window (up to window_size) whose batched memory estimate, with "
+        "the video's pairs per frame, fits max_memory_gb (at least window_overlap + 2 frames); the run summary's "
+        "window_seams gives the size used. Off: always window_size.")
+    window_hold: int = Field(
+        0, ge=0, description="Frames at the start of each later window's overlap held at the earlier window's "
+        "solution (poses, depth and, with shared_focal, the focal) while the rest of the window is solved against "
+        "them; pairs wholly inside the held frames are left out and no Sim(3) is fitted after the solve. The rest of "
+        "the overlap is re-solved and stitched by window_stitch. window_overlap - window_hold frames are solved twice "
+        "instead of window_overlap (= window_overlap: each frame and pair once). Cover the pair graph's reach with "
+        "the held frames (swinstride-5: 9 frames). Solver adam only. 0: hold nothing (each window solved whole).")
     seam_check: float = Field(
         3.0, ge=0, description="Say so at the end of the run when the camera step into a window seam exceeds this "
         "many median steps (0: off).")
@@ -116,6 +127,12 @@ class MonST3RGAConfig(StageConfig):
 
     @model_validator(mode="after")
     def _solver_options(self) -> "MonST3RGAConfig":
+        if self.window_hold > self.window_overlap:
+            raise ValueError(f"window_hold {self.window_hold} exceeds window_overlap {self.window_overlap}; only overlap "
+                             "frames can be held: lower window_hold or raise window_overlap")
+        if self.solver == "gauss_newton" and self.window_hold > 0:
+            raise ValueError("window_hold holds frames fixed inside a window, which solver gauss_newton does not "
+                             "support; use solver: adam or window_hold: 0")
         if self.solver == "gauss_newton" and (self.optimize_pp or self.optimize_adaptors):
             raise ValueError("solver gauss_newton does not optimise principal points or adaptors; set optimize_pp: false "
                              "and optimize_adaptors: false, or use solver: adam")

@@ -63,11 +63,12 @@ def load_problem(
     inputs: AlignerInputs, frames: np.ndarray, edge_rows: np.ndarray, *, use_flow: bool,
     lookup: Optional[FlowLookup], symmetric: bool,
     world_from_cam: np.ndarray, intrinsics: np.ndarray, depth: np.ndarray,
+    fixed_frames: Optional[np.ndarray] = None,
 ) -> AlignProblem:
     """Build the problem of frames ``frames`` (sorted global indices) from edges ``edge_rows``.
 
     ``world_from_cam`` (F, 4, 4), ``intrinsics`` (F, 3, 3), ``depth`` (F, H, W) are the initial
-    values for exactly these frames.
+    values for exactly these frames; ``fixed_frames`` (F,) bool marks those held at them.
     """
     pred = inputs.predictions
     h, w = int(pred.pts3d_i.shape[1]), int(pred.pts3d_i.shape[2])
@@ -106,4 +107,5 @@ def load_problem(
         world_from_cam=torch.from_numpy(np.asarray(world_from_cam, np.float32)),
         intrinsics=torch.from_numpy(np.asarray(intrinsics, np.float32)),
         depth=t(depth, (len(frames), n)), size_hw=(h, w),
+        fixed_frames=None if fixed_frames is None else torch.from_numpy(np.asarray(fixed_frames, bool)),
     )

@@ -40,6 +40,10 @@ class AlignProblem:
     pixels: (N, 2) float32 pixel coordinates (x, y) of the N pixels when they are a subset of the
         H x W grid (e.g. every s-th row and column, for a coarse solve), or None: the whole grid
         (N = H W, row-major). Every mean over pixels is over these N.
+    fixed_frames: (F,) bool, frames whose pose, depth, focal and principal point stay at the initial
+        values (a window's overlap with the frames already solved), or None: every frame is free.
+        With any fixed frame the edges' geometric-mean scale is held at its initial value instead of
+        ``base_scale`` (the fixed frames set the scene scale) and a shared focal stays at its initial value.
     """
 
     ei: torch.Tensor
@@ -57,6 +61,7 @@ class AlignProblem:
     depth: torch.Tensor
     size_hw: tuple[int, int]
     pixels: Optional[torch.Tensor] = None
+    fixed_frames: Optional[torch.Tensor] = None
 
     def pixel_grid(self) -> torch.Tensor:
         """(N, 2) float32 pixel coordinates (x, y) of the problem's pixels."""
@@ -106,15 +111,23 @@ def build_params(problem: AlignProblem, cfg: MonST3RGAConfig, chunk: int = 64) -
     edge scales are normalised and poses/depths rescaled by the same factor.
     """
     h, w = problem.size_hw
+    held = problem.fixed_frames is not None and bool(problem.fixed_frames.any())
     fixed = FixedParts(
-        poses=cfg.fix_poses, focals=cfg.fix_intrinsics, principal_points=not cfg.optimize_pp or cfg.fix_intrinsics,
-        depth=cfg.fix_depth, adaptors=not cfg.optimize_adaptors,
+        poses=cfg.fix_poses, focals=cfg.fix_intrinsics or (held and cfg.shared_focal),
+        principal_points=not cfg.optimize_pp or cfg.fix_intrinsics, depth=cfg.fix_depth, adaptors=not cfg.optimize_adaptors,
     )
     params = SceneParams(
         problem.n_frames, (h, w), problem.n_edges, shared_focal=cfg.shared_focal, focal_break=cfg.focal_break,
         pw_break=cfg.pw_break, base_scale=cfg.base_scale, fixed=fixed, norm_pw_scale=not cfg.fix_poses,
         smooth_at_zero=cfg.translation_gradient == "smooth",
     )
+    if held:
+        # zero the gradient rows of the held frames: Adam's moments stay 0 there, so they never move
+        free = (~problem.fixed_frames.bool()).to(torch.float32)
+        per_frame = [params.im_logdepth, params.im_poses, params.im_pp] + ([] if cfg.shared_focal else [params.im_focals])
+        for t in per_frame:
+            if t.requires_grad:
+                t.register_hook(lambda g, m=free: g * m[:, None])
     k = problem.intrinsics
     focals = 0.5 * (k[:, 0, 0] + k[:, 1, 1])
     pp = k[:, :2, 2] if (cfg.optimize_pp or cfg.fix_intrinsics) else None
@@ -133,8 +146,13 @@ def build_params(problem: AlignProblem, cfg: MonST3RGAConfig, chunk: int = 64) -
             )
             rots.append(r), transs.append(t), scales.append(sc)
         params.set_edges(torch.cat(rots), torch.cat(transs), torch.cat(scales))
+        if held and params.norm_pw_scale:
+            # the held frames set the scale: keep the edges' geometric-mean scale where their fits put it
+            # instead of at base_scale (without the normalisation the free frames shrink, window after
+            # window: a smaller scene has smaller alignment residuals)
+            params.base_scale = float(params.pw_poses[:, 7].double().mean().exp())
         factor = params.norm_scale_factor()
-        if float(factor) != 1.0:
+        if not held and float(factor) != 1.0:
             c2w_scaled = params.world_from_cam().clone()
             c2w_scaled[:, :3, 3] *= factor
             params.im_poses.data[:, 4:7] = signed_log1p(c2w_scaled[:, :3, 3])

@@ -98,7 +98,23 @@ class MonST3RGlobalAligner(GlobalAligner):
             return cfg.mode
         need = estimate_batched_bytes(n_frames, n_edges, size_hw, use_flow=use_flow, symmetric=symmetric,
                                       implementation=cfg.implementation, chunk=cfg.chunk_edges)
-        return "batched" if need <= cfg.max_memory_gb * 2**30 or n_frames <= cfg.window_size else "windowed"
+        fits = need <= cfg.max_memory_gb * 2**30
+        return "batched" if fits or n_frames <= self.fitted_window_size(n_frames, n_edges, size_hw, use_flow, symmetric) \
+            else "windowed"
+
+    def fitted_window_size(self, n_frames: int, n_edges: int, size_hw: tuple[int, int], use_flow: bool,
+                           symmetric: bool) -> int:
+        """Frames per window: ``window_size``, or with ``window_fit_memory`` the largest size up to it whose
+        batched estimate (the video's pairs per frame) fits ``max_memory_gb``, at least ``window_overlap + 2``."""
+        cfg = self.config
+        if not cfg.window_fit_memory:
+            return cfg.window_size
+        budget, per_frame = cfg.max_memory_gb * 2**30, n_edges / max(n_frames, 1)
+        for size in range(cfg.window_size, cfg.window_overlap + 2, -1):
+            if estimate_batched_bytes(size, round(per_frame * size), size_hw, use_flow=use_flow, symmetric=symmetric,
+                                      implementation=cfg.implementation, chunk=cfg.chunk_edges) <= budget:
+                return size
+        return cfg.window_overlap + 2
 
     def run(self, inputs: AlignerInputs, ctx: RunContext) -> Reconstruction:
         from .data import FlowLookup, is_symmetric
@@ -143,6 +159,7 @@ class MonST3RGlobalAligner(GlobalAligner):
         symmetric = is_symmetric(pairs)
         lookup = FlowLookup(np.asarray(inputs.flow.pairs)) if use_flow else None
         mode = self.choose_mode(n_frames, len(pairs), size_hw, use_flow, symmetric)
+        size = self.fitted_window_size(n_frames, len(pairs), size_hw, use_flow, symmetric)
         init_c2w = np.asarray(inputs.init.world_from_cam, np.float64)
         init_k = np.asarray(inputs.init.intrinsics, np.float64)
         h, w = size_hw
@@ -151,13 +168,13 @@ class MonST3RGlobalAligner(GlobalAligner):
         out = _Outputs(ctx, n_frames, size_hw, len(QUALITY_NAMES))
         seams: tuple[int, ...] = ()
         with torch_threads(cfg.threads):
-            if mode == "batched" or n_frames <= cfg.window_size:
+            if mode == "batched" or n_frames <= size:
                 c2w, k, depth, conf, history, quality = self._batched(
                     inputs, np.arange(n_frames), np.arange(len(pairs)), use_flow, lookup, symmetric,
                     init_c2w, init_k, np.asarray(inputs.init.depth, np.float32), ctx)
                 out.write(slice(0, n_frames), c2w, k, depth, conf, quality)
             else:
-                history, seams = self._windowed(inputs, pairs, use_flow, lookup, init_c2w, init_k, out, ctx)
+                history, seams = self._windowed(inputs, pairs, use_flow, lookup, init_c2w, init_k, out, ctx, size)
         c2w, k, quality = out.c2w, out.k, out.quality
         summary = run_summary(history, cfg, quality, use_flow=use_flow, flow_available=inputs.flow is not None)
         notices = list(summary_lines(summary))
@@ -172,7 +189,8 @@ class MonST3RGlobalAligner(GlobalAligner):
             ratios = seam_step_ratios(c2w, seams)
             worst = int(np.argmax(ratios))
             summary["window_seams"] = {"frames": list(seams), "step_ratios": [round(float(r), 3) for r in ratios],
-                                       "stitch": cfg.window_stitch}
+                                       "stitch": cfg.window_stitch,
+                                       "window_size": size, "held": cfg.window_hold}
             ctx.log(f"monst3r_ga: {len(seams)} window seams, largest step {ratios[worst]:.2f}x the median step "
                     f"(frame {seams[worst]})")
             if cfg.seam_check > 0 and ratios[worst] > cfg.seam_check:
@@ -197,7 +215,7 @@ class MonST3RGlobalAligner(GlobalAligner):
 
     # ------------------------------------------------------------------------------------------
     def _batched(self, inputs, frame_ids, edge_rows, use_flow, lookup, symmetric, c2w0, k0, d0, ctx,
-                 params_hook=None):
+                 fixed_frames=None):
         from .data import load_problem
         from .optimize import frame_conf, optimise, solver_steps
         from .quality import frame_quality
@@ -205,7 +223,7 @@ class MonST3RGlobalAligner(GlobalAligner):
         cfg = self.config
         problem = load_problem(
             inputs, frame_ids, edge_rows, use_flow=use_flow, lookup=lookup, symmetric=symmetric,
-            world_from_cam=c2w0, intrinsics=k0, depth=d0)
+            world_from_cam=c2w0, intrinsics=k0, depth=d0, fixed_frames=fixed_frames)
         iterations = solver_steps(cfg)
         with ctx.progress(iterations, f"global alignment ({len(frame_ids)} frames)") as bar:
             params, history = optimise(problem, cfg, log=ctx.log, progress=bar.advance)
@@ -216,17 +234,28 @@ class MonST3RGlobalAligner(GlobalAligner):
 
     def window_starts(self, n_frames: int) -> list[int]:
         """First frame of each window (the last one ends at the last frame)."""
-        size, stride = self.config.window_size, self.config.window_size - self.config.window_overlap
+        return [start for start, _ in self.window_bounds(n_frames)]
+
+    def window_bounds(self, n_frames: int, size: Optional[int] = None) -> list[tuple[int, int]]:
+        """(start, end) of each window. Windows start every ``window_size - window_overlap`` frames;
+        the last one ends at the last frame: with ``window_hold`` it is the next window cut short
+        (it still shares exactly ``window_overlap`` frames with the one before), without it a whole
+        window placed to end there (sharing more frames)."""
+        size = self.config.window_size if size is None else size
+        stride = size - self.config.window_overlap
+        if self.config.window_hold > 0:
+            return [(s, min(s + size, n_frames)) for s in range(0, max(n_frames - self.config.window_overlap, 1), stride)]
         starts = list(range(0, n_frames - size + 1, stride))
         if starts[-1] + size < n_frames:
             starts.append(n_frames - size)
-        return starts
+        return [(s, s + size) for s in starts]
 
-    def _windowed(self, inputs, pairs, use_flow, lookup, init_c2w, init_k, out, ctx):
+    def _windowed(self, inputs, pairs, use_flow, lookup, init_c2w, init_k, out, ctx, size):
         """Solve overlapping windows in order and stitch each onto the frames already solved by Sim(3).
 
         Initial depths are read one window at a time and results go straight into ``out``, so memory
-        depends on the window, not the video. Returns the loss history (windows concatenated) and the
+        depends on the window, not the video. With ``window_hold`` the first frames of each later window
+        stay at their solved values (see the config). Returns the loss history (windows concatenated) and the
         seams (for each window after the first, the first frame only it solved).
         """
         import torch
@@ -237,15 +266,19 @@ class MonST3RGlobalAligner(GlobalAligner):
         n_frames = len(init_c2w)
         histories, seams = [], []
         prev_end = 0
-        for widx, start in enumerate(self.window_starts(n_frames)):
-            end = start + cfg.window_size
+        for widx, (start, end) in enumerate(self.window_bounds(n_frames, size)):
             ids = np.arange(start, end)
-            rows = np.flatnonzero((pairs[:, 0] >= start) & (pairs[:, 0] < end) & (pairs[:, 1] >= start) & (pairs[:, 1] < end))
+            n_ov = prev_end - start if widx > 0 else 0
+            hold = min(cfg.window_hold, n_ov)  # frames [start, start + hold) keep the solved values
+            inside = (pairs[:, 0] >= start) & (pairs[:, 0] < end) & (pairs[:, 1] >= start) & (pairs[:, 1] < end)
+            if hold:
+                # pairs wholly inside the held frames were solved with an earlier window: leave them out
+                inside &= (pairs[:, 0] >= start + hold) | (pairs[:, 1] >= start + hold)
+            rows = np.flatnonzero(inside)
             if len(rows) == 0:
                 raise StageError(f"global_aligner monst3r_ga: window [{start}, {end}) has no pair inside it; increase window_size")
             c2w0, k0 = init_c2w[ids].copy(), init_k[ids].copy()
             d0 = np.asarray(inputs.init.depth[start:end], np.float32)
-            n_ov = prev_end - start if widx > 0 else 0
             if widx > 0:
                 solved_c2w, solved_k = out.c2w[start:prev_end], out.k[start:prev_end]
                 solved_depth = np.asarray(out.depth[start:prev_end], np.float32)
@@ -260,23 +293,29 @@ class MonST3RGlobalAligner(GlobalAligner):
                 if cfg.shared_focal:
                     k0[n_ov:, 0, 0] = k0[n_ov:, 1, 1] = solved_k[:, 0, 0].mean()
             sym = is_symmetric(pairs[rows])
-            c2w, k, depth, conf, hist, quality = self._batched(inputs, ids, rows, use_flow, lookup, sym, c2w0, k0, d0, ctx)
+            fixed = np.arange(end - start) < hold if hold else None
+            c2w, k, depth, conf, hist, quality = self._batched(inputs, ids, rows, use_flow, lookup, sym, c2w0, k0, d0, ctx,
+                                                               fixed_frames=fixed)
             histories.append(hist)
             if widx > 0:
-                # stitch: Sim(3) taking this window's overlap cameras onto the solved ones
-                r, t, sc = _sim3_from_points(_camera_anchor_points(c2w[:n_ov], depth[:n_ov]),
-                                             _camera_anchor_points(solved_c2w, solved_depth),
-                                             torch.ones(2 * n_ov, dtype=torch.float64))
-                c2w, depth = _apply_sim3(c2w, depth, r, t, sc)
-                if cfg.window_stitch == "blend":
-                    # cross-fade over the overlap (this window's weight rising from ~0 to ~1): the two
-                    # solutions meet without a step at either end of the overlap
-                    wgt = np.arange(1, n_ov + 1, dtype=np.float64) / (n_ov + 1)
-                    old = (solved_c2w, solved_k, solved_depth, np.asarray(out.conf[start:prev_end], np.float32))
-                    blended = blend_frames(old, (c2w[:n_ov], k[:n_ov], depth[:n_ov], conf[:n_ov]), wgt)
-                    out.write(slice(start, prev_end), *blended, out.quality[start:prev_end])
+                if not hold:
+                    # stitch: Sim(3) taking this window's overlap cameras onto the solved ones (with held
+                    # frames the window was solved in the solved world frame: nothing to map)
+                    r, t, sc = _sim3_from_points(_camera_anchor_points(c2w[:n_ov], depth[:n_ov]),
+                                                 _camera_anchor_points(solved_c2w, solved_depth),
+                                                 torch.ones(2 * n_ov, dtype=torch.float64))
+                    c2w, depth = _apply_sim3(c2w, depth, r, t, sc)
+                if cfg.window_stitch == "blend" and n_ov > hold:
+                    # cross-fade over the re-solved overlap (this window's weight rising from ~0 to ~1):
+                    # the two solutions meet without a step at either end of it
+                    m = n_ov - hold
+                    wgt = np.arange(1, m + 1, dtype=np.float64) / (m + 1)
+                    old = (solved_c2w[hold:], solved_k[hold:], solved_depth[hold:],
+                           np.asarray(out.conf[start + hold:prev_end], np.float32))
+                    blended = blend_frames(old, (c2w[hold:n_ov], k[hold:n_ov], depth[hold:n_ov], conf[hold:n_ov]), wgt)
+                    out.write(slice(start + hold, prev_end), *blended, out.quality[start + hold:prev_end])
                 seams.append(prev_end)
-            new = slice(n_ov, cfg.window_size)
+            new = slice(n_ov, end - start)
             # alignment residual is relative to depth: unchanged by the Sim(3)
             out.write(slice(start + n_ov, end), c2w[new], k[new], depth[new], conf[new], quality[new])
             ctx.log(f"monst3r_ga: window {widx} frames [{start}, {end}) with {len(rows)} edges done")

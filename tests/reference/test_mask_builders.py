@@ -59,6 +59,29 @@ def test_flow_static_solver_poses(scene, inputs):
     assert iou(out.dynamic, scene.dynamic_mask) >= 0.8
 
 
+def test_flow_static_threads(scene, inputs, monkeypatch):
+    """threads: torch's intra-op thread count inside the stage only, the masks unchanged."""
+    import torch
+
+    from monst3r_fw_reference.mask import flow_static
+
+    seen = []
+    real = flow_static.flow_residual_maps
+    monkeypatch.setattr(flow_static, "flow_residual_maps", lambda *a, **kw: seen.append(torch.get_num_threads()) or real(*a, **kw))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = dict(pose_source="homography", temporal_radius=1)
+        one = FlowStaticMask(FlowStaticConfig(threads=1, **cfg)).run(inputs, RunContext())
+        assert seen == [1] and torch.get_num_threads() == 2
+        two = FlowStaticMask(FlowStaticConfig(**cfg)).run(inputs, RunContext())
+        assert seen == [1, 2]
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(one.error, two.error)
+    np.testing.assert_array_equal(one.dynamic, two.dynamic)
+
+
 def test_flow_static_reacts_to_the_flow(scene, inputs):
     # a patch of static background given a wrong flow (+6 px in x, both directions) must turn dynamic
     ff = inputs.flow

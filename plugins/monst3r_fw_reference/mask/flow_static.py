@@ -89,6 +89,9 @@ class FlowStaticConfig(StageConfig):
         "center", description="Per-pair camera principal point: (W/2, H/2) official, or ((W-1)/2, (H-1)/2).")
     num_workers: int = Field(0, ge=0, le=256, description="Threads for the per-pair PnP; 0 = one per CPU core.")
     batch_size: int = Field(16, ge=1, le=4096, description="Pairs per batched focal / ego-flow computation.")
+    threads: int = Field(0, ge=0, le=1024, description="torch CPU threads inside the stage (0: leave as is). Its torch "
+                         "work is a chunk of small per-pixel maps at a time, where a second intra-op thread on a "
+                         "busy machine mostly waits (docs/long-videos.md).")
     valid_pixels: Literal["all", "fb_consistent"] = Field(
         "all", description="'all': every pixel enters normalisation and mean (official); 'fb_consistent': only "
         "pixels whose flow stays in the other image and is forward-backward consistent.")
@@ -507,6 +510,12 @@ class FlowStaticMask(MaskBuilder):
     requires: ClassVar[frozenset[str]] = frozenset({"flow_estimator"})
 
     def run(self, inputs: MaskInputs, ctx: RunContext) -> DynamicMasks:
+        from ..threads import torch_threads
+
+        with torch_threads(self.config.threads):
+            return self._run(inputs, ctx)
+
+    def _run(self, inputs: MaskInputs, ctx: RunContext) -> DynamicMasks:
         if inputs.flow is None:
             raise StageError("mask_builder flow_static: needs optical flow; enable a flow_estimator "
                              "(e.g. type: opencv_dis) in the recipe")

@@ -193,10 +193,12 @@ class Runner:
         cached = self._reusable("frames", key, "frames")
         if not cached:
             self.log("frames: running")
-            self.store.begin("frames", key, {"kind": "frames", "source": str(input_path),
-                                             "config": cfg.model_dump(mode="json")})
+            workspace = self.store.begin("frames", key, {"kind": "frames", "source": str(input_path),
+                                                         "config": cfg.model_dump(mode="json")}, FrameSet)
+            # decoded straight into the store workspace, one frame at a time (adopted at commit)
             frames = load_frames(input_path, long_edge=cfg.long_edge, num_frames=cfg.num_frames, stride=cfg.stride,
-                                 fps=cfg.fps, start_frame=cfg.start_frame, square_ok=cfg.square_ok)
+                                 fps=cfg.fps, start_frame=cfg.start_frame, square_ok=cfg.square_ok,
+                                 allocate=lambda shape: workspace.array("rgb", shape, np.uint8))
             check_record(frames, "frames")
             self.store.commit("frames", key, frames, time.perf_counter() - start)
         frames = self.store.load("frames", key, FrameSet)

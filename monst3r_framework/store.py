@@ -470,6 +470,10 @@ class OutputArray:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def resize(self, length: int) -> None:
+        """Change the first axis to ``length`` (content below it kept; chunks beyond it deleted)."""
+        self.zarr.resize((int(length),) + self.shape[1:])
+
     def __setitem__(self, key: Any, value: Any) -> None:
         value = np.asarray(value)
         if value.dtype.kind == "f" and not np.isfinite(value).all():

@@ -510,6 +510,7 @@ def load_frames(
     square_ok: bool = False,
     folder_fps: Optional[float] = None,
     progress: Optional[ProgressFn] = None,
+    allocate: Optional[Callable[[tuple[int, ...]], Any]] = None,
 ) -> FrameSet:
     """Read a video file or an image folder and preprocess it as the official MonST3R loader does.
 
@@ -530,6 +531,10 @@ def load_frames(
         folder_fps: frame rate of an image folder; default: timestamps are frame indices.
         progress: optional ``progress(done, total)`` called after each kept frame; ``total`` is
             an estimate for videos (from the container's frame count).
+        allocate: optional ``allocate((F, H, W, 3))`` returning the uint8 array the frames are decoded
+            into, one frame at a time (e.g. a store workspace array, so the decoded video is never held
+            in memory); for videos F comes from the container's frame count and the array is then
+            grown or cut with its ``resize(F)``. None: a numpy array.
     Returns:
         FrameSet with rgb (F, H, W, 3) uint8, frame_index (F,) int64 into the original sequence,
         timestamps (F,) float64 seconds, original_hw and network_from_original.
@@ -543,9 +548,9 @@ def load_frames(
     if path.is_dir():
         return _load_folder(path, long_edge=long_edge, num_frames=num_frames, stride=stride, fps=fps,
                             start_frame=start_frame, square_ok=square_ok, folder_fps=folder_fps,
-                            progress=progress)
+                            progress=progress, allocate=allocate)
     return _load_video(path, long_edge=long_edge, num_frames=num_frames, stride=stride, fps=fps,
-                       start_frame=start_frame, square_ok=square_ok, progress=progress)
+                       start_frame=start_frame, square_ok=square_ok, progress=progress, allocate=allocate)
 
 
 def _selection_text(start: int, step: int, num_frames: Optional[int]) -> str:
@@ -563,7 +568,8 @@ def _too_few(path: Path, total: int, kept: int, start: int, step: int, num_frame
 
 def _load_folder(path: Path, *, long_edge: int, num_frames: Optional[int], stride: int,
                  fps: Optional[float], start_frame: int, square_ok: bool,
-                 folder_fps: Optional[float], progress: Optional[ProgressFn]) -> FrameSet:
+                 folder_fps: Optional[float], progress: Optional[ProgressFn],
+                 allocate: Optional[Callable[[tuple[int, ...]], Any]] = None) -> FrameSet:
     images = list_images(path)
     total = len(images)
     # fps subsampling needs a source rate; without folder_fps the official loader ignores fps for
@@ -585,7 +591,8 @@ def _load_folder(path: Path, *, long_edge: int, num_frames: Optional[int], strid
                 f"{p.name} is {wh[0]}x{wh[1]}); resize them to one size or split the folder")
     plan = plan_resize(first_wh[0], first_wh[1], long_edge, square_ok)
     h, w = plan.network_hw
-    rgb = np.empty((len(indices), h, w, 3), np.uint8)
+    shape = (len(indices), h, w, 3)
+    rgb = np.empty(shape, np.uint8) if allocate is None else allocate(shape)
     for k, i in enumerate(indices):
         rgb[k] = plan.apply(_read_image(images[i]))
         if progress is not None:
@@ -601,7 +608,7 @@ def _load_folder(path: Path, *, long_edge: int, num_frames: Optional[int], strid
 
 def _load_video(path: Path, *, long_edge: int, num_frames: Optional[int], stride: int,
                 fps: Optional[float], start_frame: int, square_ok: bool,
-                progress: Optional[ProgressFn]) -> FrameSet:
+                progress: Optional[ProgressFn], allocate: Optional[Callable[[tuple[int, ...]], Any]] = None) -> FrameSet:
     from PIL import Image
 
     with _open_video(path) as cap:
@@ -618,10 +625,14 @@ def _load_video(path: Path, *, long_edge: int, num_frames: Optional[int], stride
     for index, frame in _iter_video(path, start_frame, step, num_frames, seen):
         if plan is None:
             plan = plan_resize(frame.shape[1], frame.shape[0], long_edge, square_ok)
-            rgb = np.empty((max(expected, 2), *plan.network_hw, 3), np.uint8)
+            shape = (max(expected, 2), *plan.network_hw, 3)
+            rgb = np.empty(shape, np.uint8) if allocate is None else allocate(shape)
         k = len(indices)
         if k == len(rgb):
-            rgb = np.concatenate([rgb, np.empty_like(rgb)])
+            if allocate is None:
+                rgb = np.concatenate([rgb, np.empty_like(rgb)])
+            else:
+                rgb.resize(2 * k)
         rgb[k] = plan.apply(Image.fromarray(frame))
         indices.append(index)
         if progress is not None:
@@ -645,8 +656,13 @@ def _load_video(path: Path, *, long_edge: int, num_frames: Optional[int], stride
     assert plan is not None
     frame_index = np.asarray(indices, np.int64)
     rate = source_fps if source_fps is not None else DEFAULT_FOLDER_FPS
+    if n_kept != len(rgb):
+        if allocate is None:
+            rgb = rgb[:n_kept].copy()
+        else:
+            rgb.resize(n_kept)
     return FrameSet(
-        rgb=rgb if n_kept == len(rgb) else rgb[:n_kept].copy(), frame_index=frame_index, timestamps=frame_index.astype(np.float64) / rate,
+        rgb=rgb, frame_index=frame_index, timestamps=frame_index.astype(np.float64) / rate,
         original_hw=(plan.original_wh[1], plan.original_wh[0]), network_from_original=_as_tuples(plan),
         source=str(path),
     )

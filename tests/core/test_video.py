@@ -195,6 +195,32 @@ def test_folder_subsampling_and_folder_fps(tmp_path: Path) -> None:
     np.testing.assert_array_equal(fs.frame_index, np.arange(10))
 
 
+@pytest.mark.parametrize("expected_count", [None, 1, 40])  # the container's count, too low (grown), too high (cut)
+def test_frames_decoded_into_a_store_workspace(clip12: Path, tmp_path: Path, monkeypatch, expected_count) -> None:
+    """``allocate``: frames go into the given (store workspace) array one by one, with the numpy path's values."""
+    from monst3r_framework import video
+    from monst3r_framework.stages import FrameSet
+    from monst3r_framework.store import OutputArray, RunStore
+
+    if expected_count is not None:
+        monkeypatch.setattr(video, "_expected_count", lambda *a, **kw: expected_count)
+    ws = RunStore(tmp_path / "store.zarr", lock=False).begin("frames", "k", {}, FrameSet)
+    shapes = []
+
+    def allocate(shape):
+        shapes.append(shape)
+        return ws.array("rgb", shape, np.uint8)
+
+    fs = load_frames(clip12, long_edge=64, stride=2, allocate=allocate)
+    ref = load_frames(clip12, long_edge=64, stride=2)
+    assert isinstance(fs.rgb, OutputArray) and len(shapes) == 1 and fs.rgb.shape == ref.rgb.shape
+    np.testing.assert_array_equal(fs.rgb[:], ref.rgb)
+    np.testing.assert_array_equal(fs.frame_index, [0, 2, 4, 6, 8, 10])
+    folder = write_png_folder(tmp_path / "f", [f"{i:03d}.png" for i in range(5)], (32, 48))
+    fs = load_frames(folder, long_edge=48, allocate=lambda shape: ws.array("rgb_folder", shape, np.uint8))
+    np.testing.assert_array_equal(fs.rgb[:], load_frames(folder, long_edge=48).rgb)
+
+
 def test_recipe_input_config_fields_are_load_frames_arguments(clip12: Path) -> None:
     # The recipe's `input:` node is forwarded to load_frames; the two must not drift apart.
     recipe = pytest.importorskip("monst3r_framework.recipe")

@@ -42,7 +42,8 @@ def overrides(scene: Path) -> list[str]:
         "stages.flow_estimator.type=precomputed", f"stages.flow_estimator.path={scene / 'flow.npz'}",
         "stages.pose_solver.num_workers=1", "stages.mask_builder.pose_source=solver",
         "stages.global_aligner.mode=windowed", f"stages.global_aligner.window_size={WINDOW}",
-        f"stages.global_aligner.window_overlap={OVERLAP}", "stages.global_aligner.iterations=4",
+        f"stages.global_aligner.window_overlap={OVERLAP}", f"stages.global_aligner.window_hold={OVERLAP}",
+        "stages.global_aligner.iterations=4",
         "stages.global_aligner.threads=1", "storage.drop_pair_predictions=false",
         "stages.exporters=[" + ", ".join(EXPORTERS) + f", {{type: {MUTANT}}}]",
     ]

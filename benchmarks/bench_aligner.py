@@ -294,7 +294,7 @@ def cmd_solver(args) -> None:
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 rows[solver] = r
                 obj = f"objective {r['objective']:.6g}" if "objective" in r else "objective -"
-                acc = f"ATE {r['ate']:.3f} % (init {r['init_ate']:.2f})  AbsRel {r['absrel']:.4f}" if "ate" in r else "(extrapolated)"
+                acc = f"ATE {r['ate']:.4f} % (init {r['init_ate']:.2f})  AbsRel {r['absrel']:.5f}" if "ate" in r else "(extrapolated)"
                 reach = f"  reaches Adam-300 objective at {r['time_to_target']:.1f} s" if r.get("time_to_target") else ""
                 its = f" {r['iterations']} it" if "iterations" in r else ""
                 its += f" ({r['coarse_rows']} coarse rows)" if r.get("coarse_rows") else ""

@@ -76,12 +76,16 @@ def test_irls_weights_reproduce_l1_and_smooth_l1_gradients(tiny, symmetric, shar
 
 
 @pytest.mark.parametrize("curvature", [0.0, 0.5])
-def test_schur_step_equals_full_system_step(tiny, curvature):
-    """Plain IRLS (0) and the L1 norm's curvature with half the IRLS curvature along r removed (0.5)."""
+@pytest.mark.parametrize("pixel_threshold", [50.0, 0.5, 0.3])
+def test_schur_step_equals_full_system_step(tiny, curvature, pixel_threshold):
+    """Plain IRLS (0) and the L1 norm's curvature with half the IRLS curvature along r removed (0.5);
+    flow elements dropped by ``pixel_threshold`` (none at 50; 6 of 660 at 0.5, where the depth pass
+    tests |e| < thr + 1/2; 64 at 0.3, where it tests the loss itself) weigh 0 in both systems."""
     torch.manual_seed(1)
     # flow weight 1 (official 0.01) so that every flow coupling, focal ones included, shows in the step
     solver = _solver(tiny, True, smoothness_weight=0.01, flow_loss_start=0.0, flow_loss_threshold=0.0,
-                     depth_prior_weight=0.0, flow_loss_weight=1.0, gn_norm_curvature=curvature)
+                     depth_prior_weight=0.0, flow_loss_weight=1.0, gn_norm_curvature=curvature,
+                     pixel_threshold=pixel_threshold)
     st = solver.state
     _, _, counts, g = solver.evaluate(st, 10, grad=True)
     lam = 1e-2

@@ -126,5 +126,6 @@ def zoom_report(fits: np.ndarray, world_from_cam: np.ndarray, threshold: float, 
             f"rotation + zoom fits the flow to {float(e_zoom[worst]):.2f} px, rotation alone to {float(e_rot[worst]):.2f} px)"
             f"{step_note}. A shared focal turns a zoom into camera motion along the optical axis, so steps there may "
             "be the zoom, not the camera; shared_focal: false alone does not remove them when the pair pointmaps were "
-            "made with one focal (docs/global-aligner.md, zoom check)")
+            "made with one focal (flow_triangulation: focal_per_frame: zoom with shared_focal: auto gives each frame "
+            "its own; docs/global-aligner.md, zoom check)")
     return entry, line

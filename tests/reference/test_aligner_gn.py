@@ -355,14 +355,17 @@ def test_free_depths_are_held_where_they_start(small):
     conf_j[pairs[:, 1] == 3, :6] = 1.0
     inputs = dataclasses.replace(inputs, predictions=dataclasses.replace(pred, conf_i=conf_i, conf_j=conf_j))
     init = np.asarray(inputs.init.depth, np.float64)
-    out = {}
+    out, logs = {}, []
     for mode in ("solve", "hold"):
         torch.manual_seed(0)
         cfg = MonST3RGAConfig(solver="gauss_newton", gn_free_depth=mode, flow_loss_weight=0.5, flow_loss_start=0.0)
-        rec = MonST3RGlobalAligner(cfg).run(inputs, RunContext())
+        rec = MonST3RGlobalAligner(cfg).run(inputs, RunContext(log=logs.append))
+        assert rec.run_summary["gn_free_depth"] == mode
         out[mode] = (np.asarray(rec.depth, np.float64), depth_abs_rel(rec.depth, small.gt_depth))
     free = np.zeros(init.shape, bool)
     free[3, :6] = True
+    # the run log says how many depths were held: exactly the block without alignment weight
+    assert f"gn_free_depth hold keeps {free.mean():.1%} of the depths" in " ".join(logs)
     (d_solve, rel_solve), (d_hold, rel_hold) = out["solve"], out["hold"]
     # held: the initial depths up to the one scale the stage applies to the whole reconstruction
     log_ratio = np.log(d_hold[free] / init[free])

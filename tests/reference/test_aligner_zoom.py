@@ -123,6 +123,7 @@ def test_shared_focal_auto_follows_the_initial_focals(case):
     rec = MonST3RGlobalAligner(MonST3RGAConfig(iterations=5, threads=1, shared_focal="auto")).run(
         case.inputs, RunContext(log=logs.append))
     assert np.ptp(np.asarray(rec.intrinsics)[:, 0, 0]) == 0.0 and not any("shared_focal auto" in m for m in logs)
+    assert rec.run_summary["focal"] == "shared"
     k = np.array(case.inputs.init.intrinsics)
     k[:, 0, 0] = k[:, 1, 1] = k[0, 0, 0] * np.linspace(1.0, 0.9, len(k))  # a 10 % zoom over the clip
     zoomed = dataclasses.replace(case.inputs, init=dataclasses.replace(case.inputs.init, intrinsics=k))
@@ -130,4 +131,5 @@ def test_shared_focal_auto_follows_the_initial_focals(case):
     rec = stage.run(zoomed, RunContext(log=logs.append))
     f = np.asarray(rec.intrinsics)[:, 0, 0]
     assert f[-1] < 0.95 * f[0] and any("shared_focal auto -> one focal per frame" in m for m in logs)
+    assert rec.run_summary["focal"] == "per_frame"
     assert stage.config.shared_focal == "auto"  # the stage's config is left as it was

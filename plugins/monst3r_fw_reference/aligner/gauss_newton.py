@@ -1114,6 +1114,9 @@ class GaussNewtonSolver:
     def _run(self, log: Callable[[str], None], progress: Optional[Callable[[int], None]], flow_joined: bool,
              write: bool, damping: Optional[float]) -> np.ndarray:
         cfg = self.cfg
+        if self.held is not None:
+            log(f"monst3r_ga gauss_newton: gn_free_depth hold keeps {float(self.held.float().mean()):.1%} of the depths "
+                f"where they start (alignment weight < {cfg.gn_free_weight:g})")
         cap = cfg.gn_iterations
         flow_start = math.ceil(cfg.flow_loss_start * cap) if self.use_flow else 0
         st = self.state

@@ -177,6 +177,10 @@ class MonST3RGlobalAligner(GlobalAligner):
                 history, seams = self._windowed(inputs, pairs, use_flow, lookup, init_c2w, init_k, out, ctx, size)
         c2w, k, quality = out.c2w, out.k, out.quality
         summary = run_summary(history, cfg, quality, use_flow=use_flow, flow_available=inputs.flow is not None)
+        # settings that change the solution without a term of their own: say which were in force
+        summary["focal"] = "shared" if cfg.shared_focal else "per_frame"
+        if cfg.solver == "gauss_newton":
+            summary["gn_free_depth"] = cfg.gn_free_depth
         notices = list(summary_lines(summary))
         if cfg.zoom_check > 0 and inputs.flow is not None and n_frames > 1:
             from .zoom import adjacent_zoom, zoom_report
